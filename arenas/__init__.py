@@ -1,0 +1,130 @@
+"""arenas: a multi-arena, thread-safe memory allocator in pure Python, after glibc's ptmalloc2.
+
+It hands out real bytes: every address is the virtual address of memory this
+process mapped, readable by ``ctypes`` and by the block's ``memoryview``.
+
+The layers, from the program down to the operating system::
+
+    program     malloc / free / realloc / calloc / memalign / view / Block
+       |
+    Allocator   arena_get: the calling thread's arena (a thread-local)      allocator.py
+       |        free: owning arena found from the address alone             registry.py
+       |
+    Arena 0 (main)      Arena 1          ...   Arena N  (N < arena_max)     arena.py
+    lock, bins, top     lock, bins, top        lock, bins, top              bins.py
+       |                   |
+    main heap           aligned heaps: addr & ~(HEAP_MAX_SIZE-1) -> heap     heap.py
+    (sbrk-like)         heap_info | chunk | chunk | ... | top
+       |                   |
+    chunks: prev_size | size|A|M|P | user bytes ...   (in-band tags)        chunk.py
+       |
+    mmap regions (MAP_PRIVATE | MAP_NORESERVE), real addresses              memory.py
+    large requests: one mapping each                                        large.py
+
+The module-level functions act on a default allocator created on first use;
+its tunables can be set with the ``ARENAS_TUNABLES`` environment variable
+(``arena_max=2:mmap_threshold=65536``).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from .allocator import Allocator, Block
+from .errors import AllocatorError, DoubleFree, HeapCorruption, InvalidPointer, OutOfMemory
+from .stats import ArenaStats, Stats
+from .tunables import parse_tunables
+
+__all__ = [
+    "Allocator",
+    "AllocatorError",
+    "ArenaStats",
+    "Block",
+    "DoubleFree",
+    "HeapCorruption",
+    "InvalidPointer",
+    "OutOfMemory",
+    "Stats",
+    "calloc",
+    "default_allocator",
+    "free",
+    "malloc",
+    "memalign",
+    "realloc",
+    "stats",
+    "strdup",
+    "usable_size",
+    "view",
+]
+
+__version__ = "0.1.0"
+
+_default: Allocator | None = None
+_default_lock = threading.Lock()
+
+
+def default_allocator() -> Allocator:
+    """The allocator behind the module-level functions, created on first use."""
+    global _default
+    allocator = _default
+    if allocator is None or allocator.closed:
+        with _default_lock:
+            allocator = _default
+            if allocator is None or allocator.closed:
+                allocator = Allocator(**parse_tunables(os.environ.get("ARENAS_TUNABLES", "")))
+                _default = allocator
+    return allocator
+
+
+def _reset_default_lock() -> None:
+    global _default_lock
+    _default_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_default_lock)
+
+
+def malloc(size: int) -> int:
+    """Allocate ``size`` bytes from the default allocator; return the address."""
+    return (_default or default_allocator()).malloc(size)
+
+
+def free(addr: int) -> None:
+    """Free a block of the default allocator; ``free(0)`` does nothing."""
+    (_default or default_allocator()).free(addr)
+
+
+def calloc(n: int, size: int) -> int:
+    """Allocate ``n * size`` zeroed bytes; an overflowing product raises ``OutOfMemory``."""
+    return (_default or default_allocator()).calloc(n, size)
+
+
+def realloc(addr: int, size: int) -> int:
+    """Resize a block: ``realloc(0, n)`` mallocs, ``realloc(p, 0)`` frees and returns 0."""
+    return (_default or default_allocator()).realloc(addr, size)
+
+
+def memalign(alignment: int, size: int) -> int:
+    """Allocate ``size`` bytes aligned to ``alignment`` (a power of two)."""
+    return (_default or default_allocator()).memalign(alignment, size)
+
+
+def usable_size(addr: int) -> int:
+    """How many bytes the block at ``addr`` can hold."""
+    return (_default or default_allocator()).usable_size(addr)
+
+
+def view(addr: int, size: int | None = None) -> memoryview:
+    """A writable memoryview of the block at ``addr``, bounded to the block."""
+    return (_default or default_allocator()).view(addr, size)
+
+
+def strdup(data: bytes) -> int:
+    """A NUL-terminated copy of ``data`` in the default allocator."""
+    return (_default or default_allocator()).strdup(data)
+
+
+def stats() -> Stats:
+    """A statistics snapshot of the default allocator."""
+    return default_allocator().stats()

@@ -1,0 +1,589 @@
+"""An arena: a lock, a list of heaps, a top chunk and the bins (glibc's ``malloc_state``).
+
+An arena serves requests from its heaps without looking at any other arena.
+Everything here runs with the arena's :attr:`Arena.lock` held; the callers in
+:mod:`arenas.allocator` take it.  Names follow glibc's ``malloc.c`` so that the
+two can be read side by side:
+
+* ``_int_malloc``  small bin exact fit, then sort the unsorted bin, then best
+                   fit from the sorted bins, then split the top chunk, then
+                   ``sysmalloc`` to grow the heap (or start a new one);
+* ``_int_free``    check the header against our records, coalesce with free
+                   neighbours, put the result in the unsorted bin or the top;
+                   a big enough top is trimmed;
+* ``_int_realloc`` shrink in place, grow into a free neighbour or the top,
+                   or move;
+* ``_int_memalign`` over-allocate, then free the misaligned lead and the tail.
+
+The chunk *headers* are in the heap's bytes (in-band), exactly where glibc
+puts them.  The arena also keeps two out-of-band records, ``in_use`` and
+``bins.free``; every header read is checked against them, which is how an
+overrun becomes a :class:`HeapCorruption` instead of a corrupted heap, and
+how a double free is caught exactly.
+
+Locking: every field of an Arena is guarded by ``Arena.lock`` except
+``attached_threads``, which belongs to the registry's lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from .bins import MIN_LARGE_SIZE, Bins
+from .chunk import (
+    CHUNK_HDR_SZ,
+    IS_MMAPPED,
+    MINSIZE,
+    NON_MAIN_ARENA,
+    PREV_INUSE,
+    SIZE_BITS,
+)
+from .errors import DoubleFree, HeapCorruption, InvalidPointer
+from .heap import HEAP_INFO_SIZE, Heap, HeapTable
+from .memory import PAGE_SIZE, Region, SystemBudget, page_align
+
+if TYPE_CHECKING:
+    from .tunables import Params
+
+__all__ = ["Arena"]
+
+# glibc gives up sorting the unsorted bin after this many chunks per call.
+MAX_ITERS = 10000
+
+
+class Arena:
+    """One arena.  ``index`` 0 is the main arena; the others own aligned heaps."""
+
+    __slots__ = (
+        "attached_threads",
+        "bins",
+        "budget",
+        "heap",
+        "heap_table",
+        "heaps",
+        "in_use",
+        "index",
+        "inuse_bytes",
+        "is_main",
+        "last_remainder",
+        "lock",
+        "max_system_mem",
+        "mp",
+        "nm",
+        "system_mem",
+        "top",
+    )
+
+    def __init__(
+        self,
+        index: int,
+        mp: Params,
+        budget: SystemBudget,
+        heap_table: HeapTable,
+    ) -> None:
+        self.lock = threading.Lock()
+        self.index = index
+        self.is_main = index == 0
+        self.mp = mp
+        self.budget = budget
+        self.heap_table = heap_table
+        self.nm = 0 if self.is_main else NON_MAIN_ARENA
+        self.bins = Bins()
+        # user address -> chunk size, for every chunk handed out from this arena
+        self.in_use: dict[int, int] = {}
+        self.inuse_bytes = 0
+        self.system_mem = 0
+        self.max_system_mem = 0
+        self.last_remainder = 0
+        self.attached_threads = 0
+        self.heaps: list[Heap] = []
+        if self.is_main:
+            region = Region(page_align(mp.main_heap_size))
+            heap = Heap(self, region, budget, aligned=False)
+        else:
+            new = Heap.new_aligned(
+                self, HEAP_INFO_SIZE + MINSIZE + mp.top_pad, mp.heap_max_size, budget, None
+            )
+            if new is None:
+                raise MemoryError("cannot create the first heap of a new arena")
+            heap = new
+            heap_table.add(heap)
+            self._account(heap.size)
+        self.heaps.append(heap)
+        self.heap = heap
+        self.top = heap.start
+        if heap.size:
+            self._set_top(heap.start)
+
+    # ================================================================ helpers
+    def heap_of(self, chunk: int) -> Heap:
+        """The heap holding ``chunk`` (which must be one of this arena's)."""
+        if self.is_main:
+            return self.heap
+        return self.heap_table.heaps[chunk & ~(self.mp.heap_max_size - 1)]
+
+    def _account(self, diff: int) -> None:
+        self.system_mem += diff
+        if self.system_mem > self.max_system_mem:
+            self.max_system_mem = self.system_mem
+
+    def _set_top(self, top: int) -> None:
+        heap = self.heap
+        self.top = top
+        heap.words[((top - heap.base) >> 3) + 1] = (heap.base + heap.size - top) | PREV_INUSE | self.nm
+
+    def top_size(self) -> int:
+        return self.heap.base + self.heap.size - self.top
+
+    def _hand_out(self, heap: Heap, chunk: int, size: int) -> int:
+        """Record ``chunk`` as in use, mark it so in its successor, return the user address."""
+        w = heap.words
+        j = ((chunk + size - heap.base) >> 3) + 1
+        w[j] |= PREV_INUSE
+        mem = chunk + CHUNK_HDR_SZ
+        self.in_use[mem] = size
+        self.inuse_bytes += size
+        return mem
+
+    def _carve(self, heap: Heap, chunk: int, size: int, nb: int) -> int:
+        """Serve ``nb`` bytes from the free chunk ``chunk`` (already unlinked) of ``size``.
+
+        The remainder, if it can stand as a chunk, goes back to the unsorted bin.
+        """
+        rem = size - nb
+        if rem < MINSIZE:
+            return self._hand_out(heap, chunk, size)
+        w = heap.words
+        base = heap.base
+        nm = self.nm
+        i = (chunk - base) >> 3
+        w[i + 1] = nb | (w[i + 1] & PREV_INUSE) | nm
+        r = chunk + nb
+        k = (r - base) >> 3
+        w[k + 1] = rem | PREV_INUSE | nm
+        w[((r + rem - base) >> 3)] = rem
+        self.bins.add_unsorted(r, rem)
+        if nb < MIN_LARGE_SIZE:
+            self.last_remainder = r
+        mem = chunk + CHUNK_HDR_SZ
+        self.in_use[mem] = nb
+        self.inuse_bytes += nb
+        return mem
+
+    # ============================================================ _int_malloc
+    def _int_malloc(self, nb: int) -> int:
+        """Serve a chunk of exactly-aligned size ``nb``; return its user address or 0."""
+        bins = self.bins
+        if nb < MIN_LARGE_SIZE:
+            chunk = bins.take_small(nb)
+            if chunk:
+                return self._hand_out(self.heap_of(chunk), chunk, nb)
+
+        # Sort the unsorted bin, returning at once on an exact fit.
+        unsorted = bins.unsorted
+        free = bins.free
+        iters = 0
+        while unsorted:
+            chunk = next(iter(unsorted))
+            size = free[chunk]
+            if (
+                nb < MIN_LARGE_SIZE
+                and chunk == self.last_remainder
+                and len(unsorted) == 1
+                and size >= nb + MINSIZE
+            ):
+                # Locality: keep carving consecutive small requests from one remainder.
+                bins.unlink(chunk)
+                return self._carve(self.heap_of(chunk), chunk, size, nb)
+            del unsorted[chunk]
+            if size == nb:
+                del free[chunk]
+                bins.free_bytes -= size
+                return self._hand_out(self.heap_of(chunk), chunk, size)
+            bins.place(chunk, size)
+            iters += 1
+            if iters >= MAX_ITERS:
+                break
+
+        chunk, size = bins.take_best_fit(nb)
+        if chunk:
+            return self._carve(self.heap_of(chunk), chunk, size, nb)
+
+        if self.top_size() < nb + MINSIZE and not self._sysmalloc(nb):
+            return 0
+        return self._split_top(nb)
+
+    def _split_top(self, nb: int) -> int:
+        heap = self.heap
+        top = self.top
+        heap.words[((top - heap.base) >> 3) + 1] = nb | PREV_INUSE | self.nm
+        self._set_top(top + nb)
+        mem = top + CHUNK_HDR_SZ
+        self.in_use[mem] = nb
+        self.inuse_bytes += nb
+        return mem
+
+    # ============================================================== sysmalloc
+    def _sysmalloc(self, nb: int) -> bool:
+        """Make the top chunk at least ``nb + MINSIZE`` bytes.  False if it cannot."""
+        heap = self.heap
+        short = nb + MINSIZE - self.top_size()
+        if self.is_main:
+            # Like sbrk: ask for the shortfall plus top_pad, or just the shortfall.
+            for want in (short + self.mp.top_pad, short):
+                diff = page_align(want)
+                if heap.grow(diff):
+                    self._account(diff)
+                    self._set_top(self.top)
+                    return True
+            return False
+        diff = page_align(short)
+        if heap.grow(diff):
+            self._account(diff)
+            self._set_top(self.top)
+            return True
+        new = Heap.new_aligned(
+            self,
+            HEAP_INFO_SIZE + nb + MINSIZE + self.mp.top_pad,
+            self.mp.heap_max_size,
+            self.budget,
+            heap,
+        )
+        if new is None:
+            new = Heap.new_aligned(
+                self, HEAP_INFO_SIZE + nb + MINSIZE, self.mp.heap_max_size, self.budget, heap
+            )
+            if new is None:
+                return False
+        self.heap_table.add(new)
+        self._account(new.size)
+        old_top, old_size = self.top, self.top_size()
+        self.heaps.append(new)
+        self.heap = new
+        self._set_top(new.start)
+        self._retire_heap(heap, old_top, old_size)
+        return True
+
+    def _retire_heap(self, heap: Heap, old_top: int, old_size: int) -> None:
+        """Close a heap the arena has moved past: a fencepost at its end, its top freed."""
+        fence_size = CHUNK_HDR_SZ if old_size >= MINSIZE + CHUNK_HDR_SZ else old_size
+        fence = heap.end - fence_size
+        w = heap.words
+        w[((fence - heap.base) >> 3) + 1] = fence_size | PREV_INUSE | self.nm
+        heap.fence = fence
+        if fence > old_top:
+            size = fence - old_top
+            w[((old_top - heap.base) >> 3) + 1] = size | PREV_INUSE | self.nm
+            self._free_chunk(heap, old_top, size)
+
+    # ============================================================== _int_free
+    def diagnose_bad_pointer(self, mem: int) -> InvalidPointer:
+        """Explain why ``mem`` is not a live block of this arena (the slow path of free)."""
+        chunk = mem - CHUNK_HDR_SZ
+        if chunk in self.bins.free:
+            return DoubleFree(f"free(): double free detected: {mem:#x} is already free")
+        for heap in self.heaps:
+            if heap.start <= chunk < heap.end:
+                if chunk >= self.top and heap is self.heap:
+                    return DoubleFree(f"free(): double free or invalid pointer {mem:#x} (in top)")
+                for start, size in self.bins.free.items():
+                    if start < chunk < start + size:
+                        return DoubleFree(
+                            f"free(): double free or invalid pointer {mem:#x}"
+                            f" (inside free chunk {start:#x})"
+                        )
+                break
+        return InvalidPointer(
+            f"free(): invalid pointer {mem:#x}: not the start of a block of arena {self.index}"
+        )
+
+    def checked_chunk(self, heap: Heap, mem: int) -> int:
+        """Check the live block at ``mem`` against its header; return its chunk size."""
+        size = self.in_use.get(mem)
+        if size is None:
+            raise self.diagnose_bad_pointer(mem)
+        w = heap.words
+        i = (mem - CHUNK_HDR_SZ - heap.base) >> 3
+        head = w[i + 1]
+        if head & SIZE_BITS != size or head & (IS_MMAPPED | NON_MAIN_ARENA) != self.nm:
+            raise HeapCorruption(
+                f"free(): invalid size: header of block {mem:#x} reads {head:#x},"
+                f" expected size {size} (arena {self.index}); was it overrun from below?"
+            )
+        nxt = mem - CHUNK_HDR_SZ + size
+        if not (nxt == self.top and heap is self.heap):
+            if nxt >= heap.end:
+                raise HeapCorruption(f"free(): invalid next size (normal) after {mem:#x}")
+            nhead = w[((nxt - heap.base) >> 3) + 1]
+            nsize = nhead & SIZE_BITS
+            if nsize < CHUNK_HDR_SZ or nxt + nsize > heap.end or nhead & IS_MMAPPED:
+                raise HeapCorruption(
+                    f"free(): invalid next size (normal): block {mem:#x} of size {size}"
+                    f" was overrun (next header reads {nhead:#x})"
+                )
+            if not nhead & PREV_INUSE:
+                raise HeapCorruption(f"double free or corruption (!prev) at {mem:#x}")
+        return size
+
+    def _int_free(self, heap: Heap, mem: int) -> None:
+        size = self.checked_chunk(heap, mem)
+        self._free_chunk(heap, mem - CHUNK_HDR_SZ, size)
+        del self.in_use[mem]
+        self.inuse_bytes -= size
+
+    def _free_chunk(self, heap: Heap, chunk: int, size: int) -> None:
+        """Coalesce ``chunk`` with its free neighbours and bin it (or grow the top).
+
+        Every header it is about to trust is checked first; a mismatch raises
+        before anything has changed.
+        """
+        w = heap.words
+        base = heap.base
+        bins = self.bins
+        free = bins.free
+        nm = self.nm
+        i = (chunk - base) >> 3
+        prev = 0
+        if not w[i + 1] & PREV_INUSE:
+            prev_size = w[i]
+            prev = chunk - prev_size
+            if free.get(prev) != prev_size:
+                raise HeapCorruption(
+                    f"corrupted size vs. prev_size while consolidating {chunk + CHUNK_HDR_SZ:#x}"
+                )
+        nxt = chunk + size
+        into_top = nxt == self.top and heap is self.heap
+        next_size = 0 if into_top else free.get(nxt, 0)
+        if next_size and w[((nxt - base) >> 3) + 1] & SIZE_BITS != next_size:
+            raise HeapCorruption(f"corrupted size of free chunk {nxt:#x} after {chunk:#x}")
+
+        if prev:
+            bins.unlink(prev)
+            size += chunk - prev
+            chunk = prev
+        if into_top:
+            self._set_top(chunk)
+            self._maybe_trim()
+            return
+        if next_size:
+            bins.unlink(nxt)
+            size += next_size
+        w[((chunk - base) >> 3) + 1] = size | PREV_INUSE | nm
+        j = (chunk + size - base) >> 3
+        w[j] = size
+        w[j + 1] &= ~PREV_INUSE
+        bins.add_unsorted(chunk, size)
+
+    # ================================================================= trim
+    def _maybe_trim(self) -> None:
+        if not self.is_main and self.top == self.heap.start and self.heap.prev is not None:
+            self.heap_trim()
+        elif self.top_size() >= self.mp.trim_threshold:
+            self.trim_top(self.mp.top_pad)
+
+    def trim_top(self, pad: int) -> int:
+        """glibc's ``systrim``/``shrink_heap``: give the top's whole pages back.  Returns bytes."""
+        heap = self.heap
+        extra = (self.top_size() - pad - MINSIZE - 1) & ~(PAGE_SIZE - 1)
+        if extra <= 0:
+            return 0
+        heap.shrink(extra)
+        self.system_mem -= extra
+        self._set_top(self.top)
+        return extra
+
+    def heap_trim(self) -> int:
+        """Drop the arena's newest heaps while they hold nothing but the top chunk."""
+        released = 0
+        heap = self.heap
+        while heap.prev is not None and self.top == heap.start:
+            prev = heap.prev
+            fence = prev.fence
+            w = prev.words
+            fi = (fence - prev.base) >> 3
+            new_top = fence
+            if not w[fi + 1] & PREV_INUSE:
+                new_top = fence - w[fi]
+                if self.bins.free.get(new_top) != w[fi]:
+                    break  # a forged footer: leave the heap; check() will report it
+                self.bins.unlink(new_top)
+                if new_top == self.last_remainder:
+                    self.last_remainder = 0
+            self.heap_table.remove(heap)
+            self.heaps.pop()
+            released += heap.size
+            self.system_mem -= heap.size
+            heap.release()
+            prev.fence = 0
+            self.heap = prev
+            self._set_top(new_top)
+            heap = prev
+        if self.top_size() >= self.mp.trim_threshold:
+            released += self.trim_top(self.mp.top_pad)
+        return released
+
+    # ============================================================ _int_realloc
+    def _int_realloc(self, heap: Heap, mem: int, nb: int, may_move: bool) -> int:
+        """Resize the block at ``mem`` to chunk size ``nb``; return the new address or 0.
+
+        0 means this arena cannot do it without moving and ``may_move`` is
+        False, or it has no memory left; the old block is then unchanged.
+        """
+        old = self.checked_chunk(heap, mem)
+        chunk = mem - CHUNK_HDR_SZ
+        w = heap.words
+        base = heap.base
+        nm = self.nm
+        i = (chunk - base) >> 3
+        if old < nb:
+            nxt = chunk + old
+            if nxt == self.top and heap is self.heap:
+                if old + self.top_size() >= nb + MINSIZE:
+                    w[i + 1] = nb | (w[i + 1] & PREV_INUSE) | nm
+                    self._set_top(chunk + nb)
+                    self.in_use[mem] = nb
+                    self.inuse_bytes += nb - old
+                    return mem
+            else:
+                next_size = self.bins.free.get(nxt, 0)
+                if next_size and old + next_size >= nb:
+                    self.bins.unlink(nxt)
+                    if nxt == self.last_remainder:
+                        self.last_remainder = 0
+                    merged = old + next_size
+                    w[i + 1] = merged | (w[i + 1] & PREV_INUSE) | nm
+                    w[((chunk + merged - base) >> 3) + 1] |= PREV_INUSE
+                    self.in_use[mem] = merged
+                    self.inuse_bytes += next_size
+                    old = merged
+            if old < nb:
+                if not may_move:
+                    return 0
+                new = self._int_malloc(nb)
+                if not new:
+                    return 0
+                dst = self.heap_of(new - CHUNK_HDR_SZ)
+                n = old - 8
+                dst.region.view(new, n)[:] = heap.region.view(mem, n)
+                self._int_free(heap, mem)
+                return new
+        self._shrink_chunk(heap, mem, old, nb)
+        return mem
+
+    def _shrink_chunk(self, heap: Heap, mem: int, size: int, nb: int) -> None:
+        """Cut an in-use chunk down to ``nb``, freeing the tail if it can stand alone."""
+        rem = size - nb
+        if rem < MINSIZE:
+            return
+        w = heap.words
+        chunk = mem - CHUNK_HDR_SZ
+        i = (chunk - heap.base) >> 3
+        w[i + 1] = nb | (w[i + 1] & PREV_INUSE) | self.nm
+        tail = chunk + nb
+        w[((tail - heap.base) >> 3) + 1] = rem | PREV_INUSE | self.nm
+        self.in_use[mem] = nb
+        self.inuse_bytes -= rem
+        self._free_chunk(heap, tail, rem)
+
+    # =========================================================== _int_memalign
+    def _int_memalign(self, alignment: int, nb: int) -> int:
+        """A chunk of size ``nb`` whose user address is a multiple of ``alignment``, or 0."""
+        mem = self._int_malloc(nb + alignment + MINSIZE)
+        if not mem:
+            return 0
+        chunk = mem - CHUNK_HDR_SZ
+        heap = self.heap_of(chunk)
+        size = self.in_use[mem]
+        if mem % alignment:
+            w = heap.words
+            base = heap.base
+            aligned = ((mem + alignment - 1) & -alignment) - CHUNK_HDR_SZ
+            if aligned - chunk < MINSIZE:
+                aligned += alignment
+            lead = aligned - chunk
+            new_size = size - lead
+            w[((aligned - base) >> 3) + 1] = new_size | PREV_INUSE | self.nm
+            i = (chunk - base) >> 3
+            w[i + 1] = lead | (w[i + 1] & PREV_INUSE) | self.nm
+            del self.in_use[mem]
+            self.inuse_bytes -= lead
+            mem = aligned + CHUNK_HDR_SZ
+            self.in_use[mem] = new_size
+            self._free_chunk(heap, chunk, lead)
+            size = new_size
+        self._shrink_chunk(heap, mem, size, nb)
+        return mem
+
+    # ================================================================= check
+    def check(self) -> None:
+        """Walk every heap and bin; raise :class:`HeapCorruption` on a broken invariant."""
+
+        def fail(msg: str) -> HeapCorruption:
+            return HeapCorruption(f"arena {self.index}: {msg}")
+
+        problem = self.bins.validate()
+        if problem:
+            raise fail(problem)
+        free = self.bins.free
+        seen_free = 0
+        seen_used = 0
+        used_bytes = 0
+        system = 0
+        for heap in self.heaps:
+            system += heap.size
+            current = heap is self.heap
+            if heap.size == 0 and current and self.is_main:
+                continue  # the main heap before its first sbrk
+            if current != (heap.fence == 0):
+                raise fail(f"heap {heap.base:#x} has a fencepost iff it is not current")
+            if heap.start != heap.base and heap.words[0] != self.index:
+                raise fail(f"heap_info of {heap.base:#x} names arena {heap.words[0]}")
+            w = heap.words
+            base = heap.base
+            end = heap.end
+            last = self.top if current else heap.fence
+            chunk = heap.start
+            prev_free = False
+            while chunk < last:
+                head = w[((chunk - base) >> 3) + 1]
+                size = head & SIZE_BITS
+                if size < MINSIZE or size & 15 or chunk + size > last:
+                    raise fail(f"chunk {chunk:#x} has a bad size {size:#x}")
+                if head & (IS_MMAPPED | NON_MAIN_ARENA) != self.nm:
+                    raise fail(f"chunk {chunk:#x} has wrong arena/mmap flags {head:#x}")
+                if bool(head & PREV_INUSE) == prev_free:
+                    raise fail(f"chunk {chunk:#x}: PREV_INUSE disagrees with its neighbour")
+                if chunk in free:
+                    if prev_free:
+                        raise fail(f"free chunks adjacent at {chunk:#x}")
+                    if free[chunk] != size:
+                        raise fail(f"free chunk {chunk:#x} size differs from its bin")
+                    if w[(chunk + size - base) >> 3] != size:
+                        raise fail(f"free chunk {chunk:#x} footer (next prev_size) is wrong")
+                    seen_free += 1
+                    prev_free = True
+                else:
+                    if self.in_use.get(chunk + CHUNK_HDR_SZ) != size:
+                        raise fail(f"chunk {chunk:#x} is neither free nor a recorded block")
+                    seen_used += 1
+                    used_bytes += size
+                    prev_free = False
+                chunk += size
+            if chunk != last:
+                raise fail(f"chunks of heap {heap.base:#x} do not tile up to its top/fence")
+            if last >= end:
+                raise fail(f"heap {heap.base:#x} has no room for its top/fence header")
+            head = w[((last - base) >> 3) + 1]
+            if bool(head & PREV_INUSE) == prev_free:
+                raise fail(f"top/fence {last:#x}: PREV_INUSE disagrees with its neighbour")
+            if current and prev_free:
+                raise fail(f"free chunk left unmerged before the top chunk {last:#x}")
+            if head & SIZE_BITS != end - last:
+                raise fail(f"top/fence {last:#x} size {head & SIZE_BITS} != {end - last}")
+        if seen_free != len(free):
+            raise fail("a binned chunk lies outside every heap")
+        if seen_used != len(self.in_use) or used_bytes != self.inuse_bytes:
+            raise fail("in-use records disagree with the heap walk")
+        if system != self.system_mem:
+            raise fail(f"system_mem {self.system_mem} != sum of heap sizes {system}")

@@ -1,0 +1,180 @@
+"""Bins: where an arena keeps its free chunks, sorted for fast best fit.
+
+glibc's layout, with glibc's indexes::
+
+    bin 1         unsorted   every freed chunk lands here first; malloc sorts it
+    bins 2..63    small      one exact size each, 16 bytes apart (32 .. 1008)
+    bins 64..126  large      ranges of sizes, log-spaced, kept sorted by size
+    binmap                   one bit per bin: is it non-empty?
+
+The difference from glibc is where the links live.  glibc threads ``fd`` and
+``bk`` pointers through the free chunks themselves, which is why a write to
+freed memory can take over a C program.  Here the links are Python
+containers: the chunk *headers* stay in-band (they are what coalescing walks),
+but a stray write can at worst forge a header, which the arena detects by
+comparing it with :attr:`Bins.free`.
+
+Locking: a :class:`Bins` belongs to one arena and is guarded by that arena's lock.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+
+__all__ = ["NBINS", "UNSORTED", "Bins", "bin_index", "largebin_index", "smallbin_index"]
+
+NBINS = 128
+UNSORTED = 1
+NSMALLBINS = 64
+MIN_LARGE_SIZE = NSMALLBINS * 16  # 1024: the first size kept in a large bin
+
+
+def smallbin_index(size: int) -> int:
+    return size >> 4
+
+
+def largebin_index(size: int) -> int:
+    """glibc's ``largebin_index_64``: 32 bins 64 bytes apart, then 16 at 512, ..."""
+    if (size >> 6) <= 48:
+        return 48 + (size >> 6)
+    if (size >> 9) <= 20:
+        return 91 + (size >> 9)
+    if (size >> 12) <= 10:
+        return 110 + (size >> 12)
+    if (size >> 15) <= 4:
+        return 119 + (size >> 15)
+    if (size >> 18) <= 2:
+        return 124 + (size >> 18)
+    return 126
+
+
+def bin_index(size: int) -> int:
+    return size >> 4 if size < MIN_LARGE_SIZE else largebin_index(size)
+
+
+class Bins:
+    """The free chunks of one arena (the top chunk excluded).
+
+    * ``free``      chunk address -> size, for every binned chunk: the ground
+                    truth that in-band headers are checked against;
+    * ``unsorted``  chunk addresses in arrival order (a dict used as an ordered set);
+    * ``small``     per small bin, chunk addresses in FIFO order;
+    * ``large``     per large bin, a sorted list of ``(size, address)``, so the
+                    best fit is the first entry not smaller than the request,
+                    and among equal sizes the lowest address (address-ordered
+                    best fit, which keeps fragmentation low);
+    * ``binmap``    bit ``i`` set when sorted bin ``i`` is non-empty.
+    """
+
+    __slots__ = ("binmap", "free", "free_bytes", "large", "small", "unsorted")
+
+    def __init__(self) -> None:
+        self.free: dict[int, int] = {}
+        self.free_bytes = 0
+        self.unsorted: dict[int, None] = {}
+        self.small: list[dict[int, None]] = [{} for _ in range(NSMALLBINS)]
+        self.large: list[list[tuple[int, int]]] = [[] for _ in range(NBINS - NSMALLBINS)]
+        self.binmap = 0
+
+    # ------------------------------------------------------------------ insert
+    def add_unsorted(self, chunk: int, size: int) -> None:
+        self.free[chunk] = size
+        self.free_bytes += size
+        self.unsorted[chunk] = None
+
+    def place(self, chunk: int, size: int) -> None:
+        """Move a chunk that is already in ``free`` into its sorted bin."""
+        if size < MIN_LARGE_SIZE:
+            idx = size >> 4
+            self.small[idx][chunk] = None
+        else:
+            idx = largebin_index(size)
+            insort(self.large[idx - NSMALLBINS], (size, chunk))
+        self.binmap |= 1 << idx
+
+    # ------------------------------------------------------------------ remove
+    def unlink(self, chunk: int) -> int:
+        """Take a known free chunk out of whichever bin holds it; return its size."""
+        size = self.free.pop(chunk)
+        self.free_bytes -= size
+        if chunk in self.unsorted:
+            del self.unsorted[chunk]
+        elif size < MIN_LARGE_SIZE:
+            idx = size >> 4
+            small = self.small[idx]
+            del small[chunk]
+            if not small:
+                self.binmap &= ~(1 << idx)
+        else:
+            idx = largebin_index(size)
+            lst = self.large[idx - NSMALLBINS]
+            del lst[bisect_left(lst, (size, chunk))]
+            if not lst:
+                self.binmap &= ~(1 << idx)
+        return size
+
+    def take_small(self, size: int) -> int:
+        """Pop the oldest chunk of exactly ``size`` (a small size), or 0."""
+        small = self.small[size >> 4]
+        if not small:
+            return 0
+        chunk = next(iter(small))
+        self.unlink(chunk)
+        return chunk
+
+    def take_best_fit(self, size: int) -> tuple[int, int]:
+        """Pop the smallest sorted chunk of at least ``size`` bytes: ``(chunk, size)`` or (0, 0).
+
+        Looks in ``size``'s own bin, then uses the binmap to jump to the next
+        non-empty bin, as glibc's ``_int_malloc`` does.
+        """
+        idx = bin_index(size)
+        if idx >= NSMALLBINS:
+            lst = self.large[idx - NSMALLBINS]
+            pos = bisect_left(lst, (size, 0))
+            if pos < len(lst):
+                chunk = lst[pos][1]
+                return chunk, self.unlink(chunk)
+        idx += 1
+        rest = self.binmap >> idx
+        if not rest:
+            return 0, 0
+        idx += (rest & -rest).bit_length() - 1
+        if idx < NSMALLBINS:
+            chunk = next(iter(self.small[idx]))
+        else:
+            chunk = self.large[idx - NSMALLBINS][0][1]
+        return chunk, self.unlink(chunk)
+
+    # ------------------------------------------------------------------ check
+    def validate(self) -> str | None:
+        """Return a description of the first broken invariant, or None."""
+        seen: dict[int, int] = {}
+        for chunk in self.unsorted:
+            seen[chunk] = UNSORTED
+        for idx, small in enumerate(self.small):
+            for chunk in small:
+                if chunk in seen:
+                    return f"chunk {chunk:#x} is in two bins"
+                if self.free.get(chunk) != idx << 4:
+                    return f"chunk {chunk:#x} in small bin {idx} has the wrong size"
+                seen[chunk] = idx
+            if bool(small) != bool(self.binmap >> idx & 1):
+                return f"binmap bit {idx} disagrees with its bin"
+        for off, lst in enumerate(self.large):
+            idx = off + NSMALLBINS
+            if lst != sorted(lst):
+                return f"large bin {idx} is not sorted"
+            for size, chunk in lst:
+                if chunk in seen:
+                    return f"chunk {chunk:#x} is in two bins"
+                if self.free.get(chunk) != size or largebin_index(size) != idx:
+                    return f"chunk {chunk:#x} in large bin {idx} has the wrong size"
+                seen[chunk] = idx
+            if bool(lst) != bool(self.binmap >> idx & 1):
+                return f"binmap bit {idx} disagrees with its bin"
+        if seen.keys() != self.free.keys():
+            return "a free chunk is in no bin"
+        if sum(self.free.values()) != self.free_bytes:
+            return "free byte count disagrees with the bins"
+        return None

@@ -1,0 +1,75 @@
+"""Chunks: ptmalloc's in-band layout on a 64-bit machine, and the size math.
+
+A chunk is a run of bytes inside a heap, introduced by a 16-byte header::
+
+        chunk -> +-------------------------------+
+                 | prev_size  (8 bytes)          |  size of the previous chunk, valid
+                 |                               |  only while that chunk is free
+                 +-------------------------------+
+                 | size | A | M | P  (8 bytes)   |  this chunk's size; the low three
+          mem -> +-------------------------------+  bits are flags
+                 | user bytes ...                |
+                 .                               .
+    next chunk ->+-------------------------------+
+                 | prev_size: overlaps the last  |  while this chunk is in use, the
+                 | 8 user bytes of this chunk    |  next prev_size is user data
+                 +-------------------------------+
+
+Sizes are multiples of 16 (``MALLOC_ALIGNMENT``), so the low bits of the size
+word are free for flags: ``PREV_INUSE`` (P, the chunk before is in use),
+``IS_MMAPPED`` (M, the chunk has a mapping of its own) and ``NON_MAIN_ARENA``
+(A, the chunk lives in a heap of a non-main arena).  The user pointer ``mem``
+is ``chunk + 16``; an in-use chunk can hold ``size - 8`` user bytes because it
+borrows the next chunk's ``prev_size``.
+
+This module is pure arithmetic: it owns no state and needs no lock.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CHUNK_HDR_SZ",
+    "FLAG_BITS",
+    "IS_MMAPPED",
+    "MALLOC_ALIGNMENT",
+    "MALLOC_ALIGN_MASK",
+    "MAX_REQUEST",
+    "MINSIZE",
+    "NON_MAIN_ARENA",
+    "PREV_INUSE",
+    "SIZE_BITS",
+    "SIZE_SZ",
+    "chunk2mem",
+    "mem2chunk",
+    "request2size",
+]
+
+SIZE_SZ = 8
+MALLOC_ALIGNMENT = 2 * SIZE_SZ
+MALLOC_ALIGN_MASK = MALLOC_ALIGNMENT - 1
+CHUNK_HDR_SZ = 2 * SIZE_SZ
+MINSIZE = 32
+
+PREV_INUSE = 0x1
+IS_MMAPPED = 0x2
+NON_MAIN_ARENA = 0x4
+FLAG_BITS = PREV_INUSE | IS_MMAPPED | NON_MAIN_ARENA
+SIZE_BITS = ~FLAG_BITS & 0xFFFF_FFFF_FFFF_FFFF
+
+# glibc refuses requests whose padded size would not fit in a ptrdiff_t.
+MAX_REQUEST = (1 << 63) - 1 - 2 * MINSIZE
+
+
+def request2size(req: int) -> int:
+    """The chunk size that serves a request of ``req`` user bytes."""
+    if req + SIZE_SZ + MALLOC_ALIGN_MASK < MINSIZE:
+        return MINSIZE
+    return (req + SIZE_SZ + MALLOC_ALIGN_MASK) & ~MALLOC_ALIGN_MASK
+
+
+def chunk2mem(chunk: int) -> int:
+    return chunk + CHUNK_HDR_SZ
+
+
+def mem2chunk(mem: int) -> int:
+    return mem - CHUNK_HDR_SZ

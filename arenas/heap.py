@@ -1,0 +1,176 @@
+"""Heaps: the contiguous regions an arena carves chunks from (glibc's arena.c heaps).
+
+Two kinds, as in glibc:
+
+* the **main heap** belongs to the main arena and plays the part of glibc's
+  ``sbrk`` area: one big reservation that grows and shrinks at its end;
+* **aligned heaps** belong to the other arenas.  Each is ``HEAP_MAX_SIZE``
+  bytes of address space aligned to ``HEAP_MAX_SIZE``, so the heap of any
+  address is ``addr & ~(HEAP_MAX_SIZE - 1)`` (:func:`heap_for_ptr`), and the
+  heap's first 32 bytes (``heap_info``) name its arena.  An arena that fills
+  its heap starts another and links it to the previous one.
+
+A heap's ``size`` is how much of its reservation is in use (glibc's
+``heap_info.size``); growing and shrinking move that mark, and shrinking hands
+the pages past it back to the OS.  Untouched pages were never resident.
+
+::
+
+    aligned heap at base (a multiple of HEAP_MAX_SIZE)
+    +-----------+--------+--------+-----+--------------------+................+
+    | heap_info | chunk  | chunk  | ... | top chunk          |  reserved,     |
+    | 32 bytes  |        |        |     |                    |  not yet used  |
+    +-----------+--------+--------+-----+--------------------+................+
+    base        start                                        base+size        base+HEAP_MAX_SIZE
+
+When an arena moves on to a new heap, the old heap's top is freed into the
+bins and a 16-byte *fencepost* chunk closes the old heap, so that coalescing
+never walks off its end.
+
+Locking: a Heap is guarded by its arena's lock.  The table of aligned heaps
+(:class:`HeapTable`) is read without a lock (a dict lookup is atomic under
+the GIL) and written under its own lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from .chunk import NON_MAIN_ARENA, PREV_INUSE
+from .memory import Region, SystemBudget, page_align
+
+if TYPE_CHECKING:
+    from .arena import Arena
+
+__all__ = ["HEAP_INFO_SIZE", "Heap", "HeapTable", "heap_for_ptr"]
+
+HEAP_INFO_SIZE = 32
+_HEAP_MAGIC = 0x4845_4150_494E_464F  # "HEAPINFO", for a hexdump reader
+
+
+def heap_for_ptr(addr: int, heap_max_size: int) -> int:
+    """The base address of the aligned heap that would hold ``addr``."""
+    return addr & ~(heap_max_size - 1)
+
+
+class Heap:
+    """One heap: a region, how much of it is in use, and where its chunks start."""
+
+    __slots__ = (
+        "arena",
+        "base",
+        "budget",
+        "fence",
+        "max_size",
+        "prev",
+        "region",
+        "size",
+        "start",
+        "words",
+    )
+
+    def __init__(
+        self,
+        arena: Arena,
+        region: Region,
+        budget: SystemBudget,
+        *,
+        aligned: bool,
+        prev: Heap | None = None,
+    ) -> None:
+        self.arena = arena
+        self.region = region
+        self.budget = budget
+        self.base = region.addr
+        self.max_size = region.size
+        self.words = region.words
+        self.prev = prev
+        self.start = self.base + (HEAP_INFO_SIZE if aligned else 0)
+        self.size = 0
+        # Address of the fencepost chunk once this heap is no longer the
+        # arena's current heap; 0 while it is.
+        self.fence = 0
+        if aligned:
+            w = self.words
+            w[0] = arena.index
+            w[1] = prev.base if prev is not None else 0
+            w[3] = _HEAP_MAGIC
+
+    @property
+    def end(self) -> int:
+        return self.base + self.size
+
+    def grow(self, diff: int) -> bool:
+        """Extend the in-use part by ``diff`` bytes (page multiple); False if it cannot."""
+        if self.size + diff > self.max_size or not self.budget.take(diff):
+            return False
+        self.size += diff
+        self._record_size()
+        return True
+
+    def shrink(self, diff: int) -> None:
+        """Give the last ``diff`` bytes (page multiple) back to the OS."""
+        self.size -= diff
+        self.region.discard(self.base + self.size, diff)
+        self.budget.give(diff)
+        self._record_size()
+
+    def _record_size(self) -> None:
+        if self.start != self.base:
+            self.words[2] = self.size
+
+    def release(self) -> None:
+        """Unmap the heap; its bytes must no longer be referenced by any chunk."""
+        self.budget.give(self.size)
+        self.size = 0
+        self.region.unmap()
+
+    def chunk_flags(self) -> int:
+        return PREV_INUSE | (NON_MAIN_ARENA if self.start != self.base else 0)
+
+    @classmethod
+    def new_aligned(
+        cls,
+        arena: Arena,
+        min_size: int,
+        heap_max_size: int,
+        budget: SystemBudget,
+        prev: Heap | None,
+    ) -> Heap | None:
+        """glibc's ``new_heap``: reserve an aligned heap and make ``min_size`` bytes usable."""
+        size = page_align(min_size)
+        if size > heap_max_size or not budget.take(size):
+            return None
+        try:
+            region = Region(heap_max_size, align=heap_max_size)
+        except MemoryError:
+            budget.give(size)
+            return None
+        heap = cls(arena, region, budget, aligned=True, prev=prev)
+        heap.size = size
+        heap._record_size()
+        return heap
+
+
+class HeapTable:
+    """Aligned heap bases -> heaps, for every non-main arena of one allocator.
+
+    ``get`` is lock-free (one dict lookup, atomic under the GIL); ``add`` and
+    ``remove`` take ``lock``.  This is what makes ``heap_for_ptr`` an O(1)
+    answer to "which arena owns this address?" from any thread.
+    """
+
+    __slots__ = ("heaps", "lock")
+
+    def __init__(self) -> None:
+        self.heaps: dict[int, Heap] = {}
+        self.lock = threading.Lock()
+
+    def add(self, heap: Heap) -> None:
+        with self.lock:
+            self.heaps[heap.base] = heap
+
+    def remove(self, heap: Heap) -> None:
+        with self.lock:
+            del self.heaps[heap.base]

@@ -1,0 +1,93 @@
+"""Large chunks: requests of ``mmap_threshold`` bytes or more get a mapping each.
+
+glibc serves big requests with their own ``mmap`` (``sysmalloc_mmap``) so that
+freeing them hands the memory straight back with ``munmap``, instead of
+leaving a hole in a heap.  The chunk header is the same as everywhere else,
+with ``IS_MMAPPED`` set; ``prev_size`` holds the distance from the start of
+the mapping to the chunk (non-zero only for over-aligned ``memalign``).
+
+Locking: every field is guarded by :attr:`MmappedChunks.lock`, which no
+other lock is taken under except the budget's.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from .chunk import CHUNK_HDR_SZ, IS_MMAPPED, MALLOC_ALIGNMENT, SIZE_BITS
+from .errors import HeapCorruption
+from .memory import Region, SystemBudget, page_align
+
+__all__ = ["MmappedChunks"]
+
+
+class MmappedChunks:
+    """All chunks that have a mapping of their own, keyed by user address."""
+
+    __slots__ = ("budget", "chunks", "lock", "max_mmapped_mem", "max_n_mmaps", "mmapped_mem")
+
+    def __init__(self, budget: SystemBudget) -> None:
+        self.lock = threading.Lock()
+        self.budget = budget
+        self.chunks: dict[int, Region] = {}
+        self.mmapped_mem = 0
+        self.max_mmapped_mem = 0
+        self.max_n_mmaps = 0
+
+    def alloc(self, nb: int, alignment: int = MALLOC_ALIGNMENT) -> int:
+        """Map a chunk of at least ``nb`` bytes; return its user address, or 0."""
+        slack = alignment if alignment > MALLOC_ALIGNMENT else 0
+        size = page_align(nb + CHUNK_HDR_SZ + slack)
+        if not self.budget.take(size):
+            return 0
+        try:
+            region = Region(size)
+        except MemoryError:
+            self.budget.give(size)
+            return 0
+        lead = (-(region.addr + CHUNK_HDR_SZ)) % alignment if slack else 0
+        w = region.words
+        w[lead >> 3] = lead
+        w[(lead >> 3) + 1] = (size - lead) | IS_MMAPPED
+        mem = region.addr + lead + CHUNK_HDR_SZ
+        with self.lock:
+            self.chunks[mem] = region
+            self.mmapped_mem += size
+            self.max_mmapped_mem = max(self.max_mmapped_mem, self.mmapped_mem)
+            self.max_n_mmaps = max(self.max_n_mmaps, len(self.chunks))
+        return mem
+
+    def chunk_size(self, region: Region, mem: int) -> int:
+        """The chunk size from the in-band header, checked against the mapping."""
+        hdr = (mem - region.addr) >> 3
+        w = region.words
+        lead = w[hdr - 2]
+        head = w[hdr - 1]
+        size = head & SIZE_BITS
+        if not head & IS_MMAPPED or lead + CHUNK_HDR_SZ != mem - region.addr:
+            raise HeapCorruption(f"munmap_chunk(): invalid pointer {mem:#x}: header flags damaged")
+        if size + lead != region.size:
+            raise HeapCorruption(f"munmap_chunk(): invalid size at {mem:#x}: header says {size}")
+        return size
+
+    def usable(self, mem: int) -> int | None:
+        region = self.chunks.get(mem)
+        if region is None:
+            return None
+        return self.chunk_size(region, mem) - CHUNK_HDR_SZ
+
+    def free(self, mem: int) -> int | None:
+        """Unmap the chunk at ``mem``; return its chunk size, or None if it is not ours."""
+        with self.lock:
+            region = self.chunks.get(mem)
+            if region is None:
+                return None
+            size = self.chunk_size(region, mem)
+            del self.chunks[mem]
+            self.mmapped_mem -= region.size
+        self.budget.give(region.size)
+        region.unmap()
+        return size
+
+    def view(self, mem: int, length: int) -> memoryview:
+        return self.chunks[mem].view(mem, length)

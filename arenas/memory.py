@@ -1,0 +1,172 @@
+"""Memory regions: anonymous mappings with real addresses (glibc's MMAP/MORECORE layer).
+
+This module owns every byte the allocator hands out.  A :class:`Region` is one
+anonymous ``mmap``: private (a forked child gets a copy-on-write copy, not
+shared memory) and ``MAP_NORESERVE`` (untouched pages cost no resident memory,
+so reserving 128 MiB of address space for an aligned heap is free).
+
+Every region exposes two views over the same bytes:
+
+* ``mv``    -- a byte view; user views are slices of it;
+* ``words`` -- the same bytes as unsigned 64-bit words, for chunk headers.
+
+Python's ``mmap`` refuses to close while any view of it is alive.  We lean on
+that: a region is unmapped only when no user view remains, otherwise its pages
+are handed back with ``MADV_DONTNEED`` and the mapping is kept (a stale view
+then reads zeros instead of crashing the process).
+
+Locking: a Region has no lock of its own; its owner's lock guards it (the
+owning arena's lock for heaps, the allocator's mmap lock for large chunks).
+:class:`SystemBudget` has its own small lock.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import threading
+
+from .errors import OutOfMemory
+
+__all__ = ["PAGE_SIZE", "Region", "SystemBudget", "page_align"]
+
+PAGE_SIZE: int = mmap.PAGESIZE
+# Linux's MAP_NORESERVE; Python's mmap module does not export it before 3.13.
+_MAP_NORESERVE = 0x4000
+_MAP_FLAGS = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE
+
+# Regions whose unmapping was refused because a user view was still alive.
+# Their pages are already discarded; we retry closing them now and then.
+_deferred: list[mmap.mmap] = []
+_deferred_lock = threading.Lock()
+
+
+def page_align(n: int) -> int:
+    """Round ``n`` up to a whole number of pages."""
+    return (n + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+
+
+def _address_of(mm: mmap.mmap) -> int:
+    anchor = ctypes.c_char.from_buffer(mm)
+    try:
+        return ctypes.addressof(anchor)
+    finally:
+        del anchor
+
+
+class Region:
+    """One anonymous mapping, optionally trimmed to an aligned window.
+
+    ``addr`` is the real virtual address of the window's first byte and
+    ``size`` its length.  With ``align`` set, twice the size is reserved and the
+    aligned window inside it is used, as glibc's ``new_heap`` does; the slack
+    on either side is never touched, so it costs address space only.
+    """
+
+    __slots__ = ("_mm", "addr", "mv", "offset", "size", "words")
+
+    def __init__(self, size: int, align: int = 0) -> None:
+        if size <= 0 or size % PAGE_SIZE:
+            raise ValueError(f"region size must be a positive multiple of {PAGE_SIZE}")
+        reserve = size + align if align else size
+        try:
+            mm = mmap.mmap(-1, reserve, flags=_MAP_FLAGS)
+        except OSError as exc:
+            raise OutOfMemory(f"mmap of {reserve} bytes failed: {exc}") from exc
+        base = _address_of(mm)
+        offset = (-base) % align if align else 0
+        self._mm = mm
+        self.offset = offset
+        self.addr = base + offset
+        self.size = size
+        whole = memoryview(mm)
+        self.mv = whole[offset : offset + size]
+        whole.release()
+        self.words = self.mv.cast("Q")
+
+    def view(self, addr: int, length: int) -> memoryview:
+        """A writable byte view of ``length`` bytes starting at absolute ``addr``."""
+        start = addr - self.addr
+        return self.mv[start : start + length]
+
+    def discard(self, addr: int, length: int) -> int:
+        """Give whole pages inside ``[addr, addr + length)`` back to the OS.
+
+        The bytes read as zero afterwards.  Returns how many bytes were released.
+        """
+        lo = page_align(addr - self.addr)
+        hi = (addr - self.addr + length) & ~(PAGE_SIZE - 1)
+        if hi <= lo:
+            return 0
+        self._mm.madvise(mmap.MADV_DONTNEED, self.offset + lo, hi - lo)
+        return hi - lo
+
+    def unmap(self) -> bool:
+        """Unmap the region.  Returns False when a user view kept it alive.
+
+        In that case the pages are discarded and the unmap is retried later.
+        """
+        self.words.release()
+        self.mv.release()
+        mm = self._mm
+        try:
+            mm.close()
+        except BufferError:
+            mm.madvise(mmap.MADV_DONTNEED)
+            with _deferred_lock:
+                _deferred.append(mm)
+            return False
+        finally:
+            retry_deferred_unmaps()
+        return True
+
+
+def retry_deferred_unmaps() -> None:
+    """Close regions whose views have since gone away."""
+    if not _deferred:
+        return
+    with _deferred_lock:
+        still: list[mmap.mmap] = []
+        for mm in _deferred:
+            try:
+                mm.close()
+            except BufferError:
+                still.append(mm)
+        _deferred[:] = still
+
+
+class SystemBudget:
+    """The total of bytes the allocator has taken from the system, against a cap.
+
+    ``max_heap_bytes`` (0 = no cap) bounds heaps and large mappings together;
+    when a request would pass it, the heap cannot grow and the allocator falls
+    back to other arenas before it raises ``OutOfMemory``.
+
+    Guarded by its own lock, taken briefly while an arena lock may be held
+    (lock order: arena lock, then budget lock; never the reverse).
+    """
+
+    __slots__ = ("_lock", "cap", "max_used", "used")
+
+    def __init__(self, cap: int = 0) -> None:
+        self._lock = threading.Lock()
+        self.cap = cap
+        self.used = 0
+        self.max_used = 0
+
+    def take(self, n: int) -> bool:
+        with self._lock:
+            if self.cap and self.used + n > self.cap:
+                return False
+            self.used += n
+            if self.used > self.max_used:
+                self.max_used = self.used
+            return True
+
+    def give(self, n: int) -> None:
+        with self._lock:
+            self.used -= n
+
+    def reset_lock(self) -> None:
+        """Give a forked child a fresh, unheld lock."""
+        self._lock = threading.Lock()

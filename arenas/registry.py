@@ -1,0 +1,140 @@
+"""The arena registry: which arenas exist and which thread uses which (glibc's arena.c).
+
+A thread's first allocation calls :meth:`ArenaRegistry.arena_get2`, which
+picks, in glibc's order:
+
+1. an arena on the **free list** (no thread attached to it any more);
+2. a **new arena**, while fewer than ``arena_max`` exist;
+3. :meth:`reused_arena`: walk the ring of arenas from a rotating start and
+   take the first whose lock is free; if all are busy, the next one in turn
+   (the caller then waits on its lock).
+
+The choice is kept in a thread-local by :class:`arenas.allocator.Allocator`,
+so later allocations go straight to the arena's lock: the registry is off the
+per-allocation path.  When a thread ends, its arena is *detached*; an arena
+with no thread left joins the free list for the next new thread.
+
+Locking: ``arenas``, ``free_list``, ``next_to_reuse`` and every arena's
+``attached_threads`` are guarded by ``self.rwlock`` (a ``readerwriterlock``:
+stats and lookups read, attach/create/detach write).  Lock order: the
+registry lock is never taken while an arena lock is held, except by the fork
+handler, which takes the registry lock first and then every arena lock.
+
+``arenas`` only ever grows (outside a forked child), so code that only needs
+to find an arena by index reads it without the lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from readerwriterlock import rwlock
+
+from .arena import Arena
+
+__all__ = ["ArenaRegistry"]
+
+
+class ArenaRegistry:
+    """The ring of arenas of one allocator, and its free list."""
+
+    def __init__(self, make_arena: Callable[[int], Arena], arena_max: int) -> None:
+        self.rwlock = rwlock.RWLockWrite()
+        self._make_arena = make_arena
+        self.arena_max = arena_max
+        main = make_arena(0)
+        self.arenas: list[Arena] = [main]
+        # The main arena starts free: the first thread to allocate takes it,
+        # as glibc's main thread does.
+        self.free_list: list[Arena] = [main]
+        self.next_to_reuse = 0
+        self.max_arenas_seen = 1
+
+    @property
+    def main(self) -> Arena:
+        return self.arenas[0]
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        lock = self.rwlock.gen_rlock()
+        lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        lock = self.rwlock.gen_wlock()
+        lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
+
+    # ------------------------------------------------------------ choose
+    def arena_get2(self, avoid: Arena | None = None, replaced: Arena | None = None) -> Arena:
+        """Attach the calling thread to an arena (not ``avoid``) and return it.
+
+        ``replaced`` is the arena the thread used until now; it is detached.
+        """
+        with self.writing():
+            for arena in self.free_list:
+                if arena is not avoid:
+                    self.free_list.remove(arena)
+                    return self._attach(arena, replaced)
+            if len(self.arenas) < self.arena_max:
+                arena = self._make_arena(len(self.arenas))
+                self.arenas.append(arena)
+                self.max_arenas_seen = max(self.max_arenas_seen, len(self.arenas))
+                return self._attach(arena, replaced)
+        return self.reused_arena(avoid, replaced)
+
+    def reused_arena(self, avoid: Arena | None, replaced: Arena | None) -> Arena:
+        """Share an existing arena: the first uncontended one from a rotating start."""
+        ring = self.arenas
+        n = len(ring)
+        start = self.next_to_reuse % n
+        chosen: Arena | None = None
+        for k in range(n):
+            arena = ring[(start + k) % n]
+            if arena is avoid:
+                continue
+            if arena.lock.acquire(blocking=False):
+                arena.lock.release()
+                chosen = arena
+                break
+        if chosen is None:
+            # All busy: take the next one in turn and let the caller wait on it.
+            chosen = ring[start] if ring[start] is not avoid or n == 1 else ring[(start + 1) % n]
+        with self.writing():
+            self.next_to_reuse = (chosen.index + 1) % n
+            if chosen in self.free_list:
+                self.free_list.remove(chosen)
+            return self._attach(chosen, replaced)
+
+    def _attach(self, arena: Arena, replaced: Arena | None) -> Arena:
+        arena.attached_threads += 1
+        if replaced is not None:
+            self._detach(replaced)
+        return arena
+
+    # ------------------------------------------------------------ release
+    def detach(self, arena: Arena) -> None:
+        """A thread that used ``arena`` is gone."""
+        with self.writing():
+            self._detach(arena)
+
+    def _detach(self, arena: Arena) -> None:
+        arena.attached_threads -= 1
+        if arena.attached_threads == 0 and arena not in self.free_list:
+            self.free_list.append(arena)
+
+    # ------------------------------------------------------------ fork
+    def reset_after_fork(self, survivor: Arena | None) -> None:
+        """In a forked child only the forking thread lives: it alone stays attached."""
+        self.rwlock = rwlock.RWLockWrite()
+        for arena in self.arenas:
+            arena.attached_threads = 1 if arena is survivor else 0
+        self.free_list = [a for a in self.arenas if a.attached_threads == 0]

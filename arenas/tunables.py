@@ -1,0 +1,178 @@
+"""Tunables: every knob of the allocator, its default, its valid range.
+
+glibc keeps these in ``struct malloc_par mp_`` and lets programs change them
+with ``mallopt`` or the ``GLIBC_TUNABLES`` environment variable.  Here they
+are keyword arguments to :class:`arenas.Allocator`, validated all at once
+before anything is applied, so a bad value never leaves a half-configured
+allocator.
+
+Locking: a :class:`Params` is written only while the allocator is created
+(or by ``mallopt``, under the allocator's registry lock); the hot paths read
+its fields without a lock, since each read is a single atomic attribute load.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+__all__ = ["TUNABLES", "Params", "Tunable", "validate"]
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+
+# glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit: the dynamic threshold stops here.
+DEFAULT_MMAP_THRESHOLD_MAX = 32 * MiB
+
+
+def _power_of_two(v: int) -> bool:
+    return v > 0 and v & (v - 1) == 0
+
+
+@dataclass(frozen=True)
+class Tunable:
+    name: str
+    default: Callable[[], int]
+    lo: int
+    hi: int
+    doc: str
+    check: Callable[[int], bool] | None = None
+    check_doc: str = ""
+
+    def describe_range(self) -> str:
+        extra = f", {self.check_doc}" if self.check_doc else ""
+        return f"{self.lo}..{self.hi}{extra}"
+
+
+TUNABLES: dict[str, Tunable] = {
+    t.name: t
+    for t in (
+        Tunable(
+            "arena_max",
+            lambda: 8 * (os.cpu_count() or 1),
+            1,
+            1024,
+            "most arenas ever created; threads share arenas beyond it (M_ARENA_MAX)",
+        ),
+        Tunable(
+            "mmap_threshold",
+            lambda: 128 * KiB,
+            0,
+            DEFAULT_MMAP_THRESHOLD_MAX,
+            "requests of this many bytes or more get a mapping of their own (M_MMAP_THRESHOLD);"
+            " setting it turns the dynamic adjustment off",
+        ),
+        Tunable(
+            "trim_threshold",
+            lambda: 128 * KiB,
+            0,
+            1 << 62,
+            "a top chunk this large is given back to the OS (M_TRIM_THRESHOLD)",
+        ),
+        Tunable(
+            "top_pad",
+            lambda: 128 * KiB,
+            0,
+            1 << 30,
+            "extra bytes taken whenever a heap grows (M_TOP_PAD)",
+        ),
+        Tunable(
+            "heap_max_size",
+            lambda: 64 * MiB,
+            1 * MiB,
+            1 * GiB,
+            "size and alignment of a non-main arena's heap (HEAP_MAX_SIZE)",
+            _power_of_two,
+            "a power of two",
+        ),
+        Tunable(
+            "main_heap_size",
+            lambda: 1 * GiB,
+            1 * MiB,
+            1 << 40,
+            "address space reserved for the main arena's heap (its sbrk area)",
+            lambda v: v % 4096 == 0,
+            "a multiple of 4096",
+        ),
+        Tunable(
+            "max_heap_bytes",
+            lambda: 0,
+            0,
+            1 << 62,
+            "cap on all bytes taken from the system, heaps and mappings together (0: none)",
+        ),
+    )
+}
+
+
+class Params:
+    """The live values of the tunables for one allocator (glibc's ``mp_``)."""
+
+    __slots__ = (
+        "arena_max",
+        "heap_max_size",
+        "main_heap_size",
+        "max_heap_bytes",
+        "mmap_threshold",
+        "no_dyn_threshold",
+        "top_pad",
+        "trim_threshold",
+    )
+
+    arena_max: int
+    mmap_threshold: int
+    trim_threshold: int
+    top_pad: int
+    heap_max_size: int
+    main_heap_size: int
+    max_heap_bytes: int
+    no_dyn_threshold: bool
+
+    def __init__(self, values: Mapping[str, int]) -> None:
+        for name, tunable in TUNABLES.items():
+            setattr(self, name, values.get(name, tunable.default()))
+        # glibc stops adjusting the mmap threshold once the user has set it.
+        self.no_dyn_threshold = "mmap_threshold" in values or "trim_threshold" in values
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in TUNABLES}
+
+
+def validate(values: Mapping[str, object]) -> dict[str, int]:
+    """Check every name and value; return them as ints or raise ``ValueError``/``TypeError``."""
+    out: dict[str, int] = {}
+    for name, value in values.items():
+        tunable = TUNABLES.get(name)
+        if tunable is None:
+            known = ", ".join(sorted(TUNABLES))
+            raise ValueError(f"unknown tunable {name!r}; known tunables: {known}")
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"tunable {name} must be an int, not {type(value).__name__}")
+        ok = tunable.lo <= value <= tunable.hi and (tunable.check is None or tunable.check(value))
+        if not ok:
+            raise ValueError(
+                f"tunable {name}={value} is out of range: valid values are {tunable.describe_range()}"
+            )
+        out[name] = value
+    return out
+
+
+def parse_tunables(text: str) -> dict[str, int]:
+    """Parse glibc's tunables syntax, ``name=value:name=value``, and validate it whole.
+
+    Values are decimal, or hexadecimal with ``0x``.  Raises ``ValueError`` naming
+    the tunable on any bad entry; nothing is applied unless everything is valid.
+    """
+    values: dict[str, object] = {}
+    for item in filter(None, (part.strip() for part in text.split(":"))):
+        name, sep, raw = item.partition("=")
+        name = name.strip()
+        if not sep:
+            raise ValueError(f"tunable entry {item!r} must look like name=value")
+        try:
+            values[name] = int(raw.strip(), 0)
+        except ValueError:
+            raise ValueError(f"tunable {name}: {raw.strip()!r} is not an integer") from None
+    return validate(values)
