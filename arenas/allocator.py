@@ -22,21 +22,31 @@ under the registry write lock.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import os
 import threading
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
 
 from .arena import Arena
 from .chunk import CHUNK_HDR_SZ, MALLOC_ALIGNMENT, MAX_REQUEST, SIZE_SZ, request2size
-from .errors import AllocatorError, HeapCorruption, InvalidPointer, OutOfMemory
+from .errors import AllocatorError, DoubleFree, HeapCorruption, InvalidPointer, OutOfMemory
 from .heap import HeapTable
 from .large import MmappedChunks
 from .memory import Region, SystemBudget, retry_deferred_unmaps
 from .registry import ArenaRegistry
+from .slab import (
+    CLASS_OF,
+    CLASS_SIZES,
+    CLASS_SPANS,
+    NCLASSES,
+    SLAB_MAX,
+    Slab,
+    SlabTable,
+    return_blocks,
+    take_blocks,
+)
 from .stats import ArenaStats, Stats
 from .tunables import DEFAULT_MMAP_THRESHOLD_MAX, Params, validate
 
@@ -62,20 +72,27 @@ def _bad_addr(addr: object) -> int:
     return int(addr)
 
 
+_tokens = itertools.count(1)
+
+
 class _ThreadState:
     """What one thread holds in one allocator; its finalizer is the thread-exit hook.
 
+    ``tcache`` is the thread's cache (glibc's tcache): per size class, a list
+    of free block addresses that only this thread touches, so it needs no lock.
     When the thread ends, normally or by an exception, CPython clears the
     thread's ``threading.local`` dicts, this object is dropped, and
-    ``__del__`` detaches the thread from its arena.
+    ``__del__`` flushes the cache and detaches the thread from its arena.
     """
 
-    __slots__ = ("__weakref__", "arena", "owner", "pid")
+    __slots__ = ("__weakref__", "arena", "owner", "pid", "tcache", "token")
 
     def __init__(self, owner: Allocator, arena: Arena) -> None:
         self.owner = weakref.ref(owner)
         self.arena = arena
         self.pid = os.getpid()
+        self.token = next(_tokens)
+        self.tcache: list[list[int]] = [[] for _ in range(NCLASSES)]
 
     def __del__(self) -> None:
         owner = self.owner()
@@ -89,6 +106,10 @@ class _Closed:
 
     @property
     def arena(self) -> Arena:
+        raise AllocatorError("the allocator is closed")
+
+    @property
+    def tcache(self) -> list[list[int]]:
         raise AllocatorError("the allocator is closed")
 
 
@@ -153,6 +174,15 @@ class Allocator:
         self._heaps = self._heap_table.heaps
         self._heap_mask = ~(mp.heap_max_size - 1)
         self._mmapped = MmappedChunks(self._budget)
+        self._slab_table = SlabTable()
+        # Every slab block handed to the user: address -> size class.  One dict
+        # operation (atomic under the GIL) is what makes double and invalid
+        # frees exact on the lock-free fast path.
+        self._live: dict[int, int] = {}
+        self._tcache_count = mp.tcache_count
+        # Every thread's cache, by token, so that check(), stats() and a forked
+        # child can see them; guarded by the registry lock.
+        self._caches: dict[int, list[list[int]]] = {}
         self._registry = ArenaRegistry(self._new_arena, mp.arena_max)
         main_heap = self._registry.main.heap
         self._main_lo = main_heap.base
@@ -162,7 +192,7 @@ class Allocator:
         _live_allocators.add(self)
 
     def _new_arena(self, index: int) -> Arena:
-        return Arena(index, self._mp, self._budget, self._heap_table)
+        return Arena(index, self._mp, self._budget, self._heap_table, NCLASSES)
 
     @property
     def params(self) -> dict[str, int]:
@@ -174,10 +204,15 @@ class Allocator:
         """The slow path of ``arena_get``: this thread's first allocation."""
         if self._closed:
             raise AllocatorError("the allocator is closed")
-        arena = self._registry.arena_get2()
+        registry = self._registry
+        arena = registry.arena_get2()
+        state = _ThreadState(self, arena)
+        with registry.writing():
+            self._caches[state.token] = state.tcache
         tls = self._tls
         tls.arena = arena
-        tls.state = _ThreadState(self, arena)
+        tls.tcache = state.tcache
+        tls.state = state
         return arena
 
     def _switch_arena(self, arena: Arena) -> None:
@@ -185,8 +220,20 @@ class Allocator:
         self._tls.state.arena = arena
 
     def _thread_exit(self, state: _ThreadState) -> None:
-        if not self._closed:
-            self._registry.detach(state.arena)
+        if self._closed:
+            return
+        registry = self._registry
+        with registry.writing():
+            self._flush_cache(state.tcache)
+            self._caches.pop(state.token, None)
+            registry._detach(state.arena)
+
+    def _flush_cache(self, tcache: list[list[int]]) -> None:
+        for cls, cached in enumerate(tcache):
+            if cached:
+                blocks = cached[:]
+                cached.clear()
+                self._return_blocks(cls, blocks)
 
     def thread_arena(self) -> int:
         """The index of the calling thread's arena (attaching it if needed)."""
@@ -199,6 +246,43 @@ class Allocator:
     # ================================================================ malloc
     def malloc(self, size: int) -> int:
         """Allocate ``size`` bytes; return the real address of the first one."""
+        if size.__class__ is int and 0 <= size <= SLAB_MAX:
+            # The fast path: a hit in this thread's cache takes no lock.
+            try:
+                cached = self._tls.tcache[CLASS_OF[size]]
+            except AttributeError:
+                self._attach_thread()
+                cached = self._tls.tcache[CLASS_OF[size]]
+            if cached:
+                addr: int = cached.pop()
+                self._live[addr] = CLASS_OF[size]
+                return addr
+            return self._malloc_refill(size, cached)
+        return self._malloc_chunk(size)
+
+    def _malloc_refill(self, size: int, cached: list[int]) -> int:
+        """A cache miss: take a batch of blocks from the thread's arena's slabs."""
+        cls = CLASS_OF[size]
+        want = (self._tcache_count >> 1) + 1
+        arena: Arena = self._tls.arena
+        with arena.lock:
+            blocks = take_blocks(arena, cls, want, self._slab_table)
+        if not blocks:
+            main = self._registry.main
+            if arena is not main:
+                with main.lock:
+                    blocks = take_blocks(main, cls, want, self._slab_table)
+            if not blocks:
+                # No room for a whole slab: an ordinary chunk may still fit.
+                return self._malloc_chunk(size)
+        blocks.reverse()
+        addr = blocks.pop()
+        cached.extend(blocks)
+        self._live[addr] = cls
+        return addr
+
+    def _malloc_chunk(self, size: int) -> int:
+        """glibc's malloc proper: a chunk from the arena, or a mapping of its own."""
         if size.__class__ is not int or size < 0 or size > MAX_REQUEST:
             size = _bad_size(size)
         nb = (size + 23) & ~15 if size > 8 else 32
@@ -288,6 +372,22 @@ class Allocator:
     # ================================================================== free
     def free(self, addr: int) -> None:
         """Free the block at ``addr``; ``free(0)`` does nothing."""
+        cls = self._live.pop(addr, None)
+        if cls is not None:
+            if addr.__class__ is not int:
+                self._live[int(addr)] = cls
+                _bad_addr(addr)
+            # The fast path: into this thread's cache, whichever thread allocated it.
+            try:
+                cached = self._tls.tcache[cls]
+            except AttributeError:
+                self._attach_thread()
+                cached = self._tls.tcache[cls]
+            if len(cached) < self._tcache_count:
+                cached.append(addr)
+                return
+            self._flush(cls, cached, addr)
+            return
         try:
             heap = self._heaps.get(addr & self._heap_mask)
         except TypeError:
@@ -296,8 +396,43 @@ class Allocator:
             self._free_slow(addr)
             return
         arena = heap.arena
-        with arena.lock:
-            arena._int_free(heap, addr)
+        try:
+            with arena.lock:
+                arena._int_free(heap, addr)
+        except InvalidPointer as exc:
+            raise self._diagnose_slab(addr) or exc from None
+
+    def _flush(self, cls: int, cached: list[int], addr: int) -> None:
+        """The cache of this class is full: send half of it, and ``addr``, home."""
+        keep = len(cached) >> 1
+        blocks = cached[keep:]
+        del cached[keep:]
+        blocks.append(addr)
+        self._return_blocks(cls, blocks)
+
+    def _return_blocks(self, cls: int, blocks: list[int]) -> None:
+        """Give blocks back to their slabs, each under its own arena's lock."""
+        slabs = self._slab_table.slabs
+        mask = -CLASS_SPANS[cls]
+        by_arena: dict[Arena, list[int]] = {}
+        for addr in blocks:
+            by_arena.setdefault(slabs[addr & mask].arena, []).append(addr)
+        for arena, mine in by_arena.items():
+            with arena.lock:
+                return_blocks(arena, cls, mine, self._slab_table)
+
+    def _diagnose_slab(self, addr: int) -> InvalidPointer | None:
+        """If ``addr`` points into a slab, say exactly what is wrong with it."""
+        slab = self._slab_table.find(addr)
+        if slab is None:
+            return None
+        if not slab.is_block(addr):
+            return InvalidPointer(
+                f"free(): invalid pointer {addr:#x}: inside a {slab.size}-byte slab block"
+            )
+        if any(addr in cache[slab.cls] for cache in list(self._caches.values())):
+            return DoubleFree(f"free(): double free detected in tcache: {addr:#x}")
+        return DoubleFree(f"free(): double free detected: slab block {addr:#x} is already free")
 
     def _free_slow(self, addr: int) -> None:
         addr = _bad_addr(addr)
@@ -305,8 +440,11 @@ class Allocator:
             return
         if self._main_lo <= addr < self._main_hi:
             main = self._registry.main
-            with main.lock:
-                main._int_free(main.heap, addr)
+            try:
+                with main.lock:
+                    main._int_free(main.heap, addr)
+            except InvalidPointer as exc:
+                raise self._diagnose_slab(addr) or exc from None
             return
         size = self._mmapped.free(addr)
         if size is None:
@@ -339,8 +477,16 @@ class Allocator:
         if size == 0:
             self.free(addr)
             return 0
-        nb = request2size(size)
         region, usable = self._locate(addr)
+        cls = self._live.get(addr)
+        if cls is not None:
+            if size <= usable:
+                return addr  # a slab block keeps its class when it shrinks
+            new = self.malloc(size)
+            self._locate(new)[0].view(new, usable)[:] = region.view(addr, usable)
+            self.free(addr)
+            return new
+        nb = request2size(size)
         heap = self._heaps.get(addr & self._heap_mask)
         if heap is None and self._main_lo <= addr < self._main_hi:
             heap = self._registry.main.heap
@@ -361,13 +507,17 @@ class Allocator:
     # ============================================================ inspection
     def _locate(self, addr: int) -> tuple[Region, int]:
         """The region holding the live block ``addr`` and its usable size."""
+        cls = self._live.get(addr)
+        if cls is not None:
+            slab = self._slab_table.slabs[addr & -CLASS_SPANS[cls]]
+            return slab.heap.region, CLASS_SIZES[cls]
         heap = self._heaps.get(addr & self._heap_mask)
         if heap is None and self._main_lo <= addr < self._main_hi:
             heap = self._registry.main.heap
         if heap is not None:
             size = heap.arena.in_use.get(addr)
-            if size is None:
-                raise heap.arena.diagnose_bad_pointer(addr)
+            if size is None or addr in heap.arena.slabs:
+                raise self._diagnose_slab(addr) or heap.arena.diagnose_bad_pointer(addr)
             return heap.region, size - SIZE_SZ
         region = self._mmapped.chunks.get(addr)
         if region is None:
@@ -415,15 +565,18 @@ class Allocator:
             return 0
         return None
 
-    @contextmanager
-    def _arena_snapshot(self) -> Iterator[list[Arena]]:
-        with self._registry.reading():
-            arenas = list(self._registry.arenas)
-        yield arenas
-
     def check(self) -> None:
-        """Walk every arena, heap, bin and mapping; raise ``HeapCorruption`` if anything is off."""
-        with self._arena_snapshot() as arenas:
+        """Walk every arena, heap, bin, slab and mapping; raise ``HeapCorruption`` if anything
+        is off.
+
+        Each arena is checked under its own lock.  The slab accounting (every
+        block live, cached by some thread, or free in its slab, exactly once)
+        spans all threads' caches, which are lock-free: it is exact when no
+        other thread is allocating, so call ``check()`` at quiet points.
+        """
+        registry = self._registry
+        with registry.writing():
+            arenas = list(registry.arenas)
             for arena in arenas:
                 with arena.lock:
                     arena.check()
@@ -433,11 +586,8 @@ class Allocator:
                         for heap in arena.heaps:
                             if self._heaps.get(heap.base) is not heap:
                                 raise HeapCorruption(f"heap {heap.base:#x} missing from the table")
-        with self._mmapped.lock:
-            for mem, region in self._mmapped.chunks.items():
-                self._mmapped.chunk_size(region, mem)
-        with self._registry.reading():
-            registry = self._registry
+                    self._check_slabs(arena)
+            self._check_slab_blocks(arenas)
             if len(registry.arenas) > registry.arena_max:
                 raise HeapCorruption("more arenas than arena_max")
             for arena in registry.arenas:
@@ -448,11 +598,72 @@ class Allocator:
             owned = sum(len(a.heaps) for a in registry.arenas if not a.is_main)
             if owned != len(self._heaps):
                 raise HeapCorruption("the heap table holds heaps no arena owns")
+        with self._mmapped.lock:
+            for mem, region in self._mmapped.chunks.items():
+                self._mmapped.chunk_size(region, mem)
+
+    def _check_slabs(self, arena: Arena) -> None:
+        """One arena's slabs against its chunks and lists (arena lock held)."""
+        for base, slab in arena.slabs.items():
+            where = f"slab {base:#x} (class {slab.size}) of arena {arena.index}"
+            span = CLASS_SPANS[slab.cls]
+            if slab.arena is not arena or self._slab_table.slabs.get(base) is not slab:
+                raise HeapCorruption(f"{where} is missing from the slab table")
+            if base % span or arena.in_use.get(base, 0) < request2size(span):
+                raise HeapCorruption(f"{where} is not an aligned in-use chunk")
+            untouched = (slab.end - slab.bump) // slab.size
+            if slab.nfree != len(slab.free) + untouched or len(set(slab.free)) != len(slab.free):
+                raise HeapCorruption(f"{where}: free count disagrees with its free list")
+            if any(not slab.is_block(b) or b >= slab.bump for b in slab.free):
+                raise HeapCorruption(f"{where}: free list holds a non-block")
+            if (slab.nfree > 0) != (base in arena.slab_partial[slab.cls]):
+                raise HeapCorruption(f"{where}: partial-list membership is wrong")
+        for cls, partial in enumerate(arena.slab_partial):
+            for base, slab in partial.items():
+                if arena.slabs.get(base) is not slab or slab.cls != cls:
+                    raise HeapCorruption(f"arena {arena.index}: stale slab {base:#x} in a list")
+
+    def _check_slab_blocks(self, arenas: list[Arena]) -> None:
+        """Every slab block is live, cached or free in its slab: exactly one of them."""
+        held: dict[Slab, int] = {}
+        seen: set[int] = set()
+        slabs = self._slab_table.slabs
+
+        def claim(addr: int, cls: int, what: str) -> None:
+            slab = slabs.get(addr & -CLASS_SPANS[cls])
+            if slab is None or slab.cls != cls or not slab.is_block(addr) or addr >= slab.bump:
+                raise HeapCorruption(f"{what} block {addr:#x} is not a block of any slab")
+            if addr in seen:
+                raise HeapCorruption(f"block {addr:#x} is {what} and also elsewhere")
+            seen.add(addr)
+            held[slab] = held.get(slab, 0) + 1
+
+        for addr, cls in list(self._live.items()):
+            claim(addr, cls, "live")
+        for cache in self._caches.values():
+            for cls, cached in enumerate(cache):
+                for addr in cached:
+                    claim(addr, cls, "cached")
+        for arena in arenas:
+            with arena.lock:
+                for slab in arena.slabs.values():
+                    for addr in slab.free:
+                        if addr in seen:
+                            raise HeapCorruption(f"block {addr:#x} is free and also in use")
+                    if held.get(slab, 0) + slab.nfree != slab.capacity:
+                        raise HeapCorruption(
+                            f"slab {slab.base:#x}: {held.get(slab, 0)} held + {slab.nfree} free"
+                            f" != {slab.capacity} blocks"
+                        )
+        if len(slabs) != sum(len(a.slabs) for a in arenas):
+            raise HeapCorruption("the slab table holds slabs no arena owns")
 
     def stats(self) -> Stats:
         """A snapshot of every arena and mapping (glibc's ``mallinfo2`` and more)."""
         per: list[ArenaStats] = []
-        with self._arena_snapshot() as arenas:
+        with self._registry.reading():
+            arenas = list(self._registry.arenas)
+        if arenas:
             for arena in arenas:
                 with arena.lock:
                     top = arena.top_size()
@@ -470,6 +681,16 @@ class Allocator:
                             in_use_chunks=len(arena.in_use),
                         )
                     )
+        with self._registry.reading():
+            tcache_blocks = sum(len(c) for cache in self._caches.values() for c in cache)
+        slab_count = slab_bytes = slab_free = 0
+        for arena in arenas:
+            with arena.lock:
+                slab_count += len(arena.slabs)
+                for slab in arena.slabs.values():
+                    slab_bytes += CLASS_SPANS[slab.cls]
+                    slab_free += slab.nfree
+        live = self._live
         mm = self._mmapped
         with mm.lock:
             hblks, hblkhd = len(mm.chunks), mm.mmapped_mem
@@ -491,6 +712,12 @@ class Allocator:
             max_mmapped_bytes=max_mm,
             max_mmapped_chunks=max_n,
             max_system_bytes=self._budget.max_used,
+            slabs=slab_count,
+            slab_bytes=slab_bytes,
+            slab_blocks_live=len(live),
+            slab_live_bytes=sum(CLASS_SIZES[c] for c in list(live.values())),
+            slab_blocks_free=slab_free,
+            tcache_blocks=tcache_blocks,
         )
 
     # ================================================================ close
@@ -519,6 +746,9 @@ class Allocator:
             self._mmapped.chunks.clear()
         for region in regions:
             region.unmap()
+        self._live.clear()
+        self._caches.clear()
+        self._slab_table.slabs.clear()
         self._main_hi = self._main_lo
         retry_deferred_unmaps()
         _live_allocators.discard(self)
@@ -560,12 +790,18 @@ class Allocator:
         self._heap_table.lock = threading.Lock()
         self._mmapped.lock = threading.Lock()
         self._budget.reset_lock()
+        self._slab_table.lock = threading.Lock()
         tls = self._tls
         survivor: Arena | None = getattr(tls, "arena", None)
         self._registry.reset_after_fork(survivor)
         state = getattr(tls, "state", None)
         if state is not None:
             state.pid = os.getpid()
+        # The other threads are gone; glibc leaks their tcaches, we take them back.
+        for token, cache in list(self._caches.items()):
+            if state is None or token != state.token:
+                self._flush_cache(cache)
+                del self._caches[token]
 
 
 # ------------------------------------------------------------------ fork hooks

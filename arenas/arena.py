@@ -44,6 +44,7 @@ from .heap import HEAP_INFO_SIZE, Heap, HeapTable
 from .memory import PAGE_SIZE, Region, SystemBudget, page_align
 
 if TYPE_CHECKING:
+    from .slab import Slab
     from .tunables import Params
 
 __all__ = ["Arena"]
@@ -71,6 +72,9 @@ class Arena:
         "max_system_mem",
         "mp",
         "nm",
+        "slab_partial",
+        "slab_spare",
+        "slabs",
         "system_mem",
         "top",
     )
@@ -81,6 +85,7 @@ class Arena:
         mp: Params,
         budget: SystemBudget,
         heap_table: HeapTable,
+        nclasses: int = 0,
     ) -> None:
         self.lock = threading.Lock()
         self.index = index
@@ -97,6 +102,11 @@ class Arena:
         self.max_system_mem = 0
         self.last_remainder = 0
         self.attached_threads = 0
+        # Slabs carved from this arena (see slab.py): base -> slab, the slabs of
+        # each class that have a free block, and one wholly free slab per class.
+        self.slabs: dict[int, Slab] = {}
+        self.slab_partial: list[dict[int, Slab]] = [{} for _ in range(nclasses)]
+        self.slab_spare: list[Slab | None] = [None] * nclasses
         self.heaps: list[Heap] = []
         if self.is_main:
             region = Region(page_align(mp.main_heap_size))
@@ -131,7 +141,8 @@ class Arena:
     def _set_top(self, top: int) -> None:
         heap = self.heap
         self.top = top
-        heap.words[((top - heap.base) >> 3) + 1] = (heap.base + heap.size - top) | PREV_INUSE | self.nm
+        size = heap.base + heap.size - top
+        heap.words[((top - heap.base) >> 3) + 1] = size | PREV_INUSE | self.nm
 
     def top_size(self) -> int:
         return self.heap.base + self.heap.size - self.top
@@ -303,6 +314,8 @@ class Arena:
         size = self.in_use.get(mem)
         if size is None:
             raise self.diagnose_bad_pointer(mem)
+        if mem in self.slabs:
+            raise InvalidPointer(f"free(): invalid pointer {mem:#x}: that is a slab, not a block")
         w = heap.words
         i = (mem - CHUNK_HDR_SZ - heap.base) >> 3
         head = w[i + 1]
@@ -331,6 +344,12 @@ class Arena:
         self._free_chunk(heap, mem - CHUNK_HDR_SZ, size)
         del self.in_use[mem]
         self.inuse_bytes -= size
+
+    def release_internal(self, heap: Heap, mem: int) -> None:
+        """Free a chunk the allocator itself took (a slab), without the user-facing checks."""
+        size = self.in_use.pop(mem)
+        self.inuse_bytes -= size
+        self._free_chunk(heap, mem - CHUNK_HDR_SZ, size)
 
     def _free_chunk(self, heap: Heap, chunk: int, size: int) -> None:
         """Coalesce ``chunk`` with its free neighbours and bin it (or grow the top).

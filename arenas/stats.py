@@ -49,6 +49,12 @@ class Stats:
     max_mmapped_bytes: int
     max_mmapped_chunks: int
     max_system_bytes: int
+    slabs: int  # slabs carved from the arenas
+    slab_bytes: int  # bytes spanned by those slabs
+    slab_blocks_live: int  # slab blocks held by the program
+    slab_live_bytes: int  # their size-class bytes
+    slab_blocks_free: int  # slab blocks free in their slabs
+    tcache_blocks: int  # slab blocks waiting in threads' caches
 
     @property
     def system_bytes(self) -> int:

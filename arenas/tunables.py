@@ -97,6 +97,13 @@ TUNABLES: dict[str, Tunable] = {
             "a multiple of 4096",
         ),
         Tunable(
+            "tcache_count",
+            lambda: 32,
+            0,
+            65535,
+            "blocks each thread keeps per size class, served without a lock (0: no cache)",
+        ),
+        Tunable(
             "max_heap_bytes",
             lambda: 0,
             0,
@@ -117,6 +124,7 @@ class Params:
         "max_heap_bytes",
         "mmap_threshold",
         "no_dyn_threshold",
+        "tcache_count",
         "top_pad",
         "trim_threshold",
     )
@@ -128,6 +136,7 @@ class Params:
     heap_max_size: int
     main_heap_size: int
     max_heap_bytes: int
+    tcache_count: int
     no_dyn_threshold: bool
 
     def __init__(self, values: Mapping[str, int]) -> None:
@@ -153,7 +162,8 @@ def validate(values: Mapping[str, object]) -> dict[str, int]:
         ok = tunable.lo <= value <= tunable.hi and (tunable.check is None or tunable.check(value))
         if not ok:
             raise ValueError(
-                f"tunable {name}={value} is out of range: valid values are {tunable.describe_range()}"
+                f"tunable {name}={value} is out of range:"
+                f" valid values are {tunable.describe_range()}"
             )
         out[name] = value
     return out

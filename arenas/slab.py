@@ -1,0 +1,225 @@
+"""Slabs: runs of equal-size blocks for small requests (balloc's classes, mimalloc's pages).
+
+A request of at most ``SLAB_MAX`` (64 KiB) bytes is rounded up to a *size
+class* and served from a slab of that class.  The table keeps glibc-like
+16-byte steps up to 128 bytes, then four classes per doubling, as jemalloc
+and mimalloc do; it contains all 13 of GoAhead balloc's power-of-two classes
+(16 .. 65536) and bounds the internal waste of a block at 20% (see
+docs/slabs.md for the measured figures)::
+
+    16 32 48 64 80 96 112 128 | 160 192 224 256 | 320 384 448 512 | ... | 40960 49152 57344 65536
+
+A slab is one chunk obtained from an arena with ``_int_memalign(span, span)``:
+its user bytes are ``span`` bytes aligned to ``span`` (a power of two), so the
+slab of any block is ``addr & ~(span - 1)``: the same trick as
+``heap_for_ptr``, one level down::
+
+    arena heap:  ... | chunk hdr | slab (span bytes, span-aligned)                 | ...
+                                 | blk | blk | blk | ... | blk | never used yet  |
+                                 ^ base                        ^ bump
+
+Blocks never touched stay beyond ``bump`` (their pages are never made
+resident); freed blocks go on the slab's ``free`` list.  A slab whose blocks
+are all free again goes back to its arena as an ordinary free chunk (one
+empty slab per class is kept to avoid churning), so memory from a finished
+burst can serve any size.
+
+Locking: a slab and its arena's slab lists are guarded by the owning arena's
+lock.  :class:`SlabTable` (base -> slab) is read without a lock and written
+under its own lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from .chunk import CHUNK_HDR_SZ, request2size
+from .memory import PAGE_SIZE
+
+if TYPE_CHECKING:
+    from .arena import Arena
+    from .heap import Heap
+
+__all__ = [
+    "CLASS_OF",
+    "CLASS_SIZES",
+    "CLASS_SPANS",
+    "NCLASSES",
+    "SLAB_MAX",
+    "Slab",
+    "SlabTable",
+    "return_blocks",
+    "take_blocks",
+]
+
+SLAB_MAX = 65536
+# Blocks per slab we aim for; small classes get more, since a slab is at least a page.
+SLAB_BLOCKS = 8
+
+
+def _class_sizes() -> tuple[int, ...]:
+    sizes = [16 * i for i in range(1, 9)]
+    base = 128
+    while base < SLAB_MAX:
+        step = base // 4
+        sizes.extend(base + step * k for k in range(1, 5))
+        base *= 2
+    return tuple(sizes)
+
+
+CLASS_SIZES: tuple[int, ...] = _class_sizes()
+NCLASSES = len(CLASS_SIZES)
+
+
+def _span(size: int) -> int:
+    span = PAGE_SIZE
+    while span < size * SLAB_BLOCKS:
+        span *= 2
+    return span
+
+
+CLASS_SPANS: tuple[int, ...] = tuple(_span(s) for s in CLASS_SIZES)
+
+
+def _class_of() -> bytes:
+    table = bytearray(SLAB_MAX + 1)
+    cls = 0
+    for size in range(SLAB_MAX + 1):
+        while CLASS_SIZES[cls] < size:
+            cls += 1
+        table[size] = cls
+    return bytes(table)
+
+
+# CLASS_OF[size] is the class index serving a request of ``size`` bytes (size <= SLAB_MAX).
+CLASS_OF: bytes = _class_of()
+
+
+class Slab:
+    """One slab: ``capacity`` blocks of ``size`` bytes from ``base``."""
+
+    __slots__ = ("arena", "base", "bump", "capacity", "cls", "end", "free", "heap", "nfree", "size")
+
+    def __init__(self, arena: Arena, heap: Heap, base: int, cls: int) -> None:
+        self.arena = arena
+        self.heap = heap
+        self.base = base
+        self.cls = cls
+        self.size = size = CLASS_SIZES[cls]
+        self.capacity = CLASS_SPANS[cls] // size
+        self.end = base + self.capacity * size
+        self.bump = base
+        self.free: list[int] = []
+        self.nfree = self.capacity
+
+    def is_block(self, addr: int) -> bool:
+        return self.base <= addr < self.end and (addr - self.base) % self.size == 0
+
+
+class SlabTable:
+    """Slab bases -> slabs, across all arenas: ``addr & ~(span-1)`` then one lookup."""
+
+    __slots__ = ("lock", "slabs")
+
+    def __init__(self) -> None:
+        self.slabs: dict[int, Slab] = {}
+        self.lock = threading.Lock()
+
+    def slab_of(self, addr: int, cls: int) -> Slab | None:
+        return self.slabs.get(addr & -CLASS_SPANS[cls])
+
+    def find(self, addr: int) -> Slab | None:
+        """The slab containing ``addr`` whatever its class (slow: tries every span)."""
+        seen = set()
+        for span in CLASS_SPANS:
+            if span in seen:
+                continue
+            seen.add(span)
+            slab = self.slabs.get(addr & -span)
+            if slab is not None and CLASS_SPANS[slab.cls] == span and slab.base <= addr < slab.end:
+                return slab
+        return None
+
+
+# ====================================================================== take
+def _new_slab(arena: Arena, cls: int, table: SlabTable) -> Slab | None:
+    span = CLASS_SPANS[cls]
+    mem = arena._int_memalign(span, request2size(span))
+    if not mem:
+        return None
+    slab = Slab(arena, arena.heap_of(mem - CHUNK_HDR_SZ), mem, cls)
+    arena.slabs[mem] = slab
+    with table.lock:
+        table.slabs[mem] = slab
+    return slab
+
+
+def take_blocks(arena: Arena, cls: int, n: int, table: SlabTable) -> list[int]:
+    """Up to ``n`` free blocks of class ``cls`` from this arena's slabs (new ones if needed).
+
+    Called with ``arena.lock`` held.  Returns fewer (possibly none) only when
+    the arena cannot make a new slab.
+    """
+    out: list[int] = []
+    partial = arena.slab_partial[cls]
+    while len(out) < n:
+        if partial:
+            slab = next(iter(partial.values()))
+        else:
+            new = _new_slab(arena, cls, table)
+            if new is None:
+                break
+            slab = new
+            partial[slab.base] = slab
+        want = n - len(out)
+        free = slab.free
+        if free:
+            k = min(want, len(free))
+            out += free[-k:]
+            del free[-k:]
+            want -= k
+            slab.nfree -= k
+        if want and slab.bump < slab.end:
+            k = min(want, (slab.end - slab.bump) // slab.size)
+            stop = slab.bump + k * slab.size
+            out += range(slab.bump, stop, slab.size)
+            slab.bump = stop
+            slab.nfree -= k
+        if slab.nfree == 0:
+            del partial[slab.base]
+        if slab is arena.slab_spare[cls]:
+            arena.slab_spare[cls] = None
+    return out
+
+
+# ==================================================================== return
+def return_blocks(arena: Arena, cls: int, blocks: list[int], table: SlabTable) -> None:
+    """Give ``blocks`` (all of class ``cls``, all in this arena's slabs) back.
+
+    Called with ``arena.lock`` held.  A slab that becomes wholly free goes back
+    to the arena, unless it is the one spare kept for this class.
+    """
+    span_mask = -CLASS_SPANS[cls]
+    slabs = table.slabs
+    partial = arena.slab_partial[cls]
+    for addr in blocks:
+        slab = slabs[addr & span_mask]
+        slab.free.append(addr)
+        slab.nfree += 1
+        if slab.nfree == 1:
+            partial[slab.base] = slab
+        if slab.nfree == slab.capacity:
+            spare = arena.slab_spare[cls]
+            if spare is None:
+                arena.slab_spare[cls] = slab
+            elif spare is not slab:
+                _release_slab(arena, slab, table)
+
+
+def _release_slab(arena: Arena, slab: Slab, table: SlabTable) -> None:
+    del arena.slab_partial[slab.cls][slab.base]
+    del arena.slabs[slab.base]
+    with table.lock:
+        del table.slabs[slab.base]
+    arena.release_internal(slab.heap, slab.base)
