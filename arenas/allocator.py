@@ -24,10 +24,11 @@ from __future__ import annotations
 import ctypes
 import itertools
 import os
+import sys
 import threading
 import weakref
 from types import TracebackType
-from typing import Any
+from typing import Any, TextIO
 
 from .arena import Arena
 from .chunk import CHUNK_HDR_SZ, MALLOC_ALIGNMENT, MAX_REQUEST, SIZE_SZ, request2size
@@ -44,11 +45,12 @@ from .slab import (
     SLAB_MAX,
     Slab,
     SlabTable,
+    release_spares,
     return_blocks,
     take_blocks,
 )
-from .stats import ArenaStats, Stats
-from .tunables import DEFAULT_MMAP_THRESHOLD_MAX, Params, validate
+from .stats import ArenaStats, Stats, format_malloc_info, format_malloc_stats
+from .tunables import DEFAULT_MMAP_THRESHOLD_MAX, Params, mallopt_name, validate
 
 __all__ = ["Allocator", "Block"]
 
@@ -183,12 +185,13 @@ class Allocator:
         # Every thread's cache, by token, so that check(), stats() and a forked
         # child can see them; guarded by the registry lock.
         self._caches: dict[int, list[list[int]]] = {}
-        self._registry = ArenaRegistry(self._new_arena, mp.arena_max)
+        self._registry = ArenaRegistry(self._new_arena, mp.arena_limit())
         main_heap = self._registry.main.heap
         self._main_lo = main_heap.base
         self._main_hi = main_heap.base + main_heap.max_size
         self._tls: Any = threading.local()
         self._closed = False
+        self._install_perturb()
         _live_allocators.add(self)
 
     def _new_arena(self, index: int) -> Arena:
@@ -287,7 +290,7 @@ class Allocator:
             size = _bad_size(size)
         nb = (size + 23) & ~15 if size > 8 else 32
         if nb >= self._mp.mmap_threshold:
-            mem = self._mmapped.alloc(nb)
+            mem = self._mmapped.alloc(nb, MALLOC_ALIGNMENT, self._mp.mmap_max)
             if mem:
                 return mem
         try:
@@ -343,7 +346,7 @@ class Allocator:
             raise OutOfMemory(f"cannot allocate {size} bytes aligned to {alignment}")
         nb = request2size(size)
         if nb + alignment >= self._mp.mmap_threshold:
-            mem = self._mmapped.alloc(nb, alignment)
+            mem = self._mmapped.alloc(nb, alignment, self._mp.mmap_max)
             if mem:
                 return mem
         try:
@@ -682,7 +685,11 @@ class Allocator:
                         )
                     )
         with self._registry.reading():
-            tcache_blocks = sum(len(c) for cache in self._caches.values() for c in cache)
+            tcache_blocks = tcache_bytes = 0
+            for cache in self._caches.values():
+                for cls, cached in enumerate(cache):
+                    tcache_blocks += len(cached)
+                    tcache_bytes += len(cached) * CLASS_SIZES[cls]
         slab_count = slab_bytes = slab_free = 0
         for arena in arenas:
             with arena.lock:
@@ -718,7 +725,113 @@ class Allocator:
             slab_live_bytes=sum(CLASS_SIZES[c] for c in list(live.values())),
             slab_blocks_free=slab_free,
             tcache_blocks=tcache_blocks,
+            tcache_bytes=tcache_bytes,
         )
+
+    def malloc_stats(self, file: TextIO | None = None) -> None:
+        """Print glibc's ``malloc_stats`` report (to standard error by default)."""
+        print(format_malloc_stats(self.stats()), end="", file=file or sys.stderr)
+
+    def malloc_info(self) -> str:
+        """glibc's ``malloc_info`` XML: per arena, its free chunks by size, and totals."""
+        with self._registry.reading():
+            arenas = list(self._registry.arenas)
+        return format_malloc_info(self.stats(), [self._bin_histogram(a) for a in arenas])
+
+    @staticmethod
+    def _bin_histogram(arena: Arena) -> list[tuple[str, int, int, int, int]]:
+        """``(kind, from, to, total, count)`` per non-empty bin, as malloc_info lists them."""
+        rows: list[tuple[str, int, int, int, int]] = []
+        with arena.lock:
+            bins = arena.bins
+            for idx, small in enumerate(bins.small):
+                if small:
+                    size = idx << 4
+                    rows.append(("size", size - 15, size, size * len(small), len(small)))
+            for large in bins.large:
+                if large:
+                    sizes = [size for size, _ in large]
+                    rows.append(("size", sizes[0], sizes[-1], sum(sizes), len(sizes)))
+            if bins.unsorted:
+                sizes = [bins.free[c] for c in bins.unsorted]
+                rows.append(("unsorted", min(sizes), max(sizes), sum(sizes), len(sizes)))
+        return rows
+
+    # ================================================================= trim
+    def trim(self, pad: int = 0) -> int:
+        """glibc's ``malloc_trim``: give free memory back to the OS; returns the bytes released.
+
+        The calling thread's cache is flushed first, so its blocks can go
+        home; then, in every arena: wholly free spare slabs are freed, heaps
+        that emptied out are unmapped (in the middle of an arena's chain too),
+        each top chunk is cut down to ``pad`` bytes, and whole pages inside
+        free chunks are advised away with ``MADV_DONTNEED``.
+        """
+        pad = _bad_size(pad, "pad")
+        registry = self._registry
+        state: _ThreadState | None = getattr(self._tls, "state", None)
+        with registry.writing():
+            if state is not None:
+                self._flush_cache(state.tcache)
+            arenas = list(registry.arenas)
+        released = 0
+        for arena in arenas:
+            with arena.lock:
+                released += release_spares(arena, self._slab_table)
+                if not arena.is_main:
+                    released += arena.drop_empty_heaps()
+                    released += arena.heap_trim()
+                released += arena.trim_top(pad)
+                released += arena.discard_free_pages()
+        return released
+
+    # =============================================================== mallopt
+    def mallopt(self, param: int | str, value: int) -> None:
+        """Change a tunable at run time: an ``M_*`` number (glibc's) or a tunable name.
+
+        Raises ``ValueError`` naming the tunable and its valid range; nothing
+        changes unless the value is valid.
+        """
+        name = mallopt_name(param)
+        value = validate({name: value})[name]
+        mp = self._mp
+        with self._registry.writing():
+            setattr(mp, name, value)
+            if name in ("mmap_threshold", "trim_threshold"):
+                mp.no_dyn_threshold = True
+            elif name == "arena_max":
+                mp.arena_max_set = True
+            elif name == "tcache_count":
+                self._tcache_count = value
+            elif name == "max_heap_bytes":
+                self._budget.cap = value
+            self._registry.arena_max = mp.arena_limit()
+        if name == "perturb":
+            self._install_perturb()
+
+    # =============================================================== perturb
+    def _install_perturb(self) -> None:
+        """With ``perturb`` set, route malloc and free through filling versions.
+
+        They replace the methods on this instance only, so the fast paths of
+        an allocator without perturb pay nothing for the feature.
+        """
+        if self._mp.perturb:
+            self.malloc = self._malloc_perturbed  # type: ignore[method-assign]
+            self.free = self._free_perturbed  # type: ignore[method-assign]
+        else:
+            self.__dict__.pop("malloc", None)
+            self.__dict__.pop("free", None)
+
+    def _malloc_perturbed(self, size: int) -> int:
+        addr = Allocator.malloc(self, size)
+        _memset(addr, self._mp.perturb ^ 0xFF, self.usable_size(addr))
+        return addr
+
+    def _free_perturbed(self, addr: int) -> None:
+        if addr:
+            _memset(addr, self._mp.perturb, self.usable_size(addr))
+        Allocator.free(self, addr)
 
     # ================================================================ close
     @property

@@ -442,6 +442,47 @@ class Arena:
             released += self.trim_top(self.mp.top_pad)
         return released
 
+    def drop_empty_heaps(self) -> int:
+        """Unmap older heaps that hold nothing but one free chunk.  Returns bytes released.
+
+        glibc can only drop heaps from the newest end (``heap_trim``); a heap in
+        the middle of the chain that emptied out is kept.  Here it is unlinked
+        from the chain and unmapped as well.
+        """
+        released = 0
+        free = self.bins.free
+        for pos in range(len(self.heaps) - 2, -1, -1):
+            heap = self.heaps[pos]
+            if free.get(heap.start) != heap.fence - heap.start:
+                continue
+            self.bins.unlink(heap.start)
+            if heap.start == self.last_remainder:
+                self.last_remainder = 0
+            newer = self.heaps[pos + 1]
+            newer.prev = heap.prev
+            newer.words[1] = heap.prev.base if heap.prev is not None else 0
+            del self.heaps[pos]
+            self.heap_table.remove(heap)
+            released += heap.size
+            self.system_mem -= heap.size
+            heap.release()
+        return released
+
+    def discard_free_pages(self) -> int:
+        """Advise the OS to drop whole pages inside free chunks and the top (glibc's mtrim).
+
+        The chunk headers stay; the bytes between read as zero afterwards.
+        Returns how many bytes were advised away.
+        """
+        released = 0
+        for chunk, size in self.bins.free.items():
+            heap = self.heap_of(chunk)
+            released += heap.region.discard(chunk + CHUNK_HDR_SZ, size - CHUNK_HDR_SZ)
+        top_size = self.top_size()
+        if top_size > CHUNK_HDR_SZ:
+            released += self.heap.region.discard(self.top + CHUNK_HDR_SZ, top_size - CHUNK_HDR_SZ)
+        return released
+
     # ============================================================ _int_realloc
     def _int_realloc(self, heap: Heap, mem: int, nb: int, may_move: bool) -> int:
         """Resize the block at ``mem`` to chunk size ``nb``; return the new address or 0.

@@ -34,8 +34,13 @@ class MmappedChunks:
         self.max_mmapped_mem = 0
         self.max_n_mmaps = 0
 
-    def alloc(self, nb: int, alignment: int = MALLOC_ALIGNMENT) -> int:
-        """Map a chunk of at least ``nb`` bytes; return its user address, or 0."""
+    def alloc(self, nb: int, alignment: int = MALLOC_ALIGNMENT, limit: int = 1 << 62) -> int:
+        """Map a chunk of at least ``nb`` bytes; return its user address, or 0.
+
+        0 also when ``limit`` mappings (``mmap_max``) exist already.
+        """
+        if len(self.chunks) >= limit:
+            return 0
         slack = alignment if alignment > MALLOC_ALIGNMENT else 0
         size = page_align(nb + CHUNK_HDR_SZ + slack)
         if not self.budget.take(size):

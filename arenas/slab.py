@@ -49,6 +49,7 @@ __all__ = [
     "SLAB_MAX",
     "Slab",
     "SlabTable",
+    "release_spares",
     "return_blocks",
     "take_blocks",
 ]
@@ -215,6 +216,17 @@ def return_blocks(arena: Arena, cls: int, blocks: list[int], table: SlabTable) -
                 arena.slab_spare[cls] = slab
             elif spare is not slab:
                 _release_slab(arena, slab, table)
+
+
+def release_spares(arena: Arena, table: SlabTable) -> int:
+    """Give the arena's wholly free spare slabs back as chunks.  Returns their bytes."""
+    released = 0
+    for cls, spare in enumerate(arena.slab_spare):
+        if spare is not None and spare.nfree == spare.capacity:
+            arena.slab_spare[cls] = None
+            released += CLASS_SPANS[cls]
+            _release_slab(arena, spare, table)
+    return released
 
 
 def _release_slab(arena: Arena, slab: Slab, table: SlabTable) -> None:

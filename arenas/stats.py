@@ -10,9 +10,11 @@ Locking: snapshots are plain frozen dataclasses and need no lock.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from xml.sax.saxutils import quoteattr
 
-__all__ = ["ArenaStats", "Stats"]
+__all__ = ["ArenaStats", "Stats", "format_malloc_info", "format_malloc_stats"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class Stats:
     slab_live_bytes: int  # their size-class bytes
     slab_blocks_free: int  # slab blocks free in their slabs
     tcache_blocks: int  # slab blocks waiting in threads' caches
+    tcache_bytes: int  # their size-class bytes
 
     @property
     def system_bytes(self) -> int:
@@ -65,3 +68,67 @@ class Stats:
     def in_use_bytes(self) -> int:
         """Every byte handed out (chunk sizes): heap chunks plus mmapped chunks."""
         return self.uordblks + self.hblkhd
+
+
+# ===================================================================== reports
+def format_malloc_stats(stats: Stats) -> str:
+    """glibc's ``malloc_stats`` layout, line for line."""
+    lines: list[str] = []
+    for arena in stats.arenas:
+        lines.append(f"Arena {arena.index}:")
+        lines.append(f"system bytes     = {arena.system_bytes:10d}")
+        lines.append(f"in use bytes     = {arena.in_use_bytes:10d}")
+    lines.append("Total (incl. mmap):")
+    lines.append(f"system bytes     = {stats.system_bytes:10d}")
+    lines.append(f"in use bytes     = {stats.in_use_bytes:10d}")
+    lines.append(f"max mmap regions = {stats.max_mmapped_chunks:10d}")
+    lines.append(f"max mmap bytes   = {stats.max_mmapped_bytes:10d}")
+    return "\n".join(lines) + "\n"
+
+
+def format_malloc_info(
+    stats: Stats, histograms: Sequence[Sequence[tuple[str, int, int, int, int]]]
+) -> str:
+    """glibc's ``malloc_info`` XML; ``histograms[i]`` lists arena i's bins as
+    ``(kind, from, to, total, count)``.  Slab and thread-cache totals are extra
+    ``<total>`` elements that glibc does not have."""
+
+    def attrs(**kv: object) -> str:
+        return " ".join(f"{k}={quoteattr(str(v))}" for k, v in kv.items())
+
+    out = ['<malloc version="1">']
+    rest_count = rest_size = 0
+    for arena, rows in zip(stats.arenas, histograms, strict=True):
+        out.append(f"<heap {attrs(nr=arena.index)}>")
+        out.append("<sizes>")
+        for kind, lo, hi, total, count in rows:
+            out.append(
+                f"  <{kind} {attrs(**{'from': lo, 'to': hi, 'total': total, 'count': count})}/>"
+            )
+        out.append("</sizes>")
+        count = arena.free_chunks + (1 if arena.top_bytes else 0)
+        size = arena.free_bytes
+        rest_count += count
+        rest_size += size
+        out.append('<total type="fast" count="0" size="0"/>')
+        out.append(f'<total type="rest" {attrs(count=count, size=size)}/>')
+        out.append(f'<system type="current" {attrs(size=arena.system_bytes)}/>')
+        out.append(f'<system type="max" {attrs(size=arena.max_system_bytes)}/>')
+        out.append(f'<aspace type="total" {attrs(size=arena.system_bytes)}/>')
+        out.append(f'<aspace type="mprotect" {attrs(size=arena.system_bytes)}/>')
+        if arena.index:
+            out.append(f'<aspace type="subheaps" {attrs(size=arena.heaps)}/>')
+        out.append("</heap>")
+    out.append('<total type="fast" count="0" size="0"/>')
+    out.append(f'<total type="rest" {attrs(count=rest_count, size=rest_size)}/>')
+    out.append(f'<total type="mmap" {attrs(count=stats.hblks, size=stats.hblkhd)}/>')
+    out.append(f'<total type="slab" {attrs(count=stats.slabs, size=stats.slab_bytes)}/>')
+    out.append(
+        f'<total type="tcache" {attrs(count=stats.tcache_blocks, size=stats.tcache_bytes)}/>'
+    )
+    out.append(f'<system type="current" {attrs(size=stats.system_bytes)}/>')
+    out.append(f'<system type="max" {attrs(size=stats.max_system_bytes)}/>')
+    out.append(f'<aspace type="total" {attrs(size=stats.system_bytes)}/>')
+    out.append(f'<aspace type="mprotect" {attrs(size=stats.system_bytes)}/>')
+    out.append("</malloc>")
+    return "\n".join(out) + "\n"

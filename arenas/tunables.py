@@ -17,7 +17,15 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-__all__ = ["TUNABLES", "Params", "Tunable", "validate"]
+__all__ = [
+    "MALLOPT_PARAMS",
+    "TUNABLES",
+    "Params",
+    "Tunable",
+    "mallopt_name",
+    "parse_tunables",
+    "validate",
+]
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -55,6 +63,28 @@ TUNABLES: dict[str, Tunable] = {
             1,
             1024,
             "most arenas ever created; threads share arenas beyond it (M_ARENA_MAX)",
+        ),
+        Tunable(
+            "arena_test",
+            lambda: 8,
+            1,
+            1024,
+            "arenas created before arena_max's core-count default is consulted; ignored"
+            " when arena_max is set (M_ARENA_TEST)",
+        ),
+        Tunable(
+            "mmap_max",
+            lambda: 65536,
+            0,
+            1 << 24,
+            "most chunks with a mapping of their own at once; 0 turns mmap off (M_MMAP_MAX)",
+        ),
+        Tunable(
+            "perturb",
+            lambda: 0,
+            0,
+            255,
+            "fill new blocks with perturb^0xff and freed ones with perturb (M_PERTURB; 0: off)",
         ),
         Tunable(
             "mmap_threshold",
@@ -119,17 +149,25 @@ class Params:
 
     __slots__ = (
         "arena_max",
+        "arena_max_set",
+        "arena_test",
         "heap_max_size",
         "main_heap_size",
         "max_heap_bytes",
+        "mmap_max",
         "mmap_threshold",
         "no_dyn_threshold",
+        "perturb",
         "tcache_count",
         "top_pad",
         "trim_threshold",
     )
 
     arena_max: int
+    arena_test: int
+    arena_max_set: bool
+    mmap_max: int
+    perturb: int
     mmap_threshold: int
     trim_threshold: int
     top_pad: int
@@ -144,6 +182,13 @@ class Params:
             setattr(self, name, values.get(name, tunable.default()))
         # glibc stops adjusting the mmap threshold once the user has set it.
         self.no_dyn_threshold = "mmap_threshold" in values or "trim_threshold" in values
+        self.arena_max_set = "arena_max" in values
+
+    def arena_limit(self) -> int:
+        """glibc's ``narenas_limit``: arena_max if set, else the core-count rule or arena_test."""
+        if self.arena_max_set:
+            return self.arena_max
+        return max(self.arena_max, self.arena_test)
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in TUNABLES}
@@ -186,3 +231,48 @@ def parse_tunables(text: str) -> dict[str, int]:
         except ValueError:
             raise ValueError(f"tunable {name}: {raw.strip()!r} is not an integer") from None
     return validate(values)
+
+
+# glibc's mallopt parameter numbers (malloc.h), mapped to our tunables.
+M_MXFAST = 1
+M_TRIM_THRESHOLD = -1
+M_TOP_PAD = -2
+M_MMAP_THRESHOLD = -3
+M_MMAP_MAX = -4
+M_PERTURB = -6
+M_ARENA_TEST = -7
+M_ARENA_MAX = -8
+
+MALLOPT_PARAMS: dict[int, str] = {
+    M_TRIM_THRESHOLD: "trim_threshold",
+    M_TOP_PAD: "top_pad",
+    M_MMAP_THRESHOLD: "mmap_threshold",
+    M_MMAP_MAX: "mmap_max",
+    M_PERTURB: "perturb",
+    M_ARENA_TEST: "arena_test",
+    M_ARENA_MAX: "arena_max",
+}
+
+# Tunables fixed once the allocator exists: they shape memory already mapped.
+FIXED_AT_CREATION = frozenset({"heap_max_size", "main_heap_size"})
+
+
+def mallopt_name(param: int | str) -> str:
+    """The tunable a ``mallopt`` parameter names (an ``M_*`` number or a tunable name)."""
+    if isinstance(param, str):
+        if param not in TUNABLES:
+            raise ValueError(f"unknown tunable {param!r}; known tunables: {', '.join(TUNABLES)}")
+        name = param
+    elif param == M_MXFAST:
+        raise ValueError(
+            "M_MXFAST does not apply: this allocator has no fastbins;"
+            " the thread cache (tcache_count) plays their part"
+        )
+    elif isinstance(param, int) and not isinstance(param, bool) and param in MALLOPT_PARAMS:
+        name = MALLOPT_PARAMS[param]
+    else:
+        known = ", ".join(f"{k} ({v})" for k, v in MALLOPT_PARAMS.items())
+        raise ValueError(f"unknown mallopt parameter {param!r}; known: {known}")
+    if name in FIXED_AT_CREATION:
+        raise ValueError(f"tunable {name} can only be set when the allocator is created")
+    return name
