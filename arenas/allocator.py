@@ -27,6 +27,7 @@ import os
 import sys
 import threading
 import weakref
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TextIO
 
@@ -35,7 +36,7 @@ from .chunk import CHUNK_HDR_SZ, MALLOC_ALIGNMENT, MAX_REQUEST, SIZE_SZ, request
 from .errors import AllocatorError, DoubleFree, HeapCorruption, InvalidPointer, OutOfMemory
 from .heap import HeapTable
 from .large import MmappedChunks
-from .memory import Region, SystemBudget, retry_deferred_unmaps
+from .memory import BufferRegion, Region, SystemBudget, retry_deferred_unmaps
 from .registry import ArenaRegistry
 from .slab import (
     CLASS_OF,
@@ -167,10 +168,38 @@ class Block:
 
 
 class Allocator:
-    """A multi-arena allocator over real memory.  Keyword arguments are tunables."""
+    """A multi-arena allocator over real memory.
 
-    def __init__(self, **tunables: Any) -> None:
-        self._mp = mp = Params(validate(tunables))
+    Keyword arguments are tunables (see :mod:`arenas.tunables`), plus balloc's
+    fixed-buffer mode:
+
+    * ``buffer``: a writable buffer (bytearray, mmap, ``SharedMemory.buf``) that
+      becomes the main arena's heap; every block is carved from it.  It is
+      never freed or closed by the allocator.
+    * ``use_malloc``: when the buffer is full, grow with ordinary heaps and
+      mappings (balloc's USE_MALLOC) instead of failing.
+    * ``on_oom(size)``: called before ``OutOfMemory`` is raised (balloc's memNotifier).
+    """
+
+    def __init__(
+        self,
+        *,
+        buffer: object = None,
+        use_malloc: bool = False,
+        on_oom: Callable[[int], object] | None = None,
+        **tunables: Any,
+    ) -> None:
+        if on_oom is not None and not callable(on_oom):
+            raise TypeError("on_oom must be callable")
+        main_region = BufferRegion(buffer) if buffer is not None else None
+        values = validate(tunables)
+        if main_region is not None and not use_malloc:
+            # Everything comes from the buffer: one arena, no mappings.
+            values["arena_max"] = 1
+            values["mmap_max"] = 0
+        self._mp = mp = Params(values)
+        self._main_region = main_region
+        self._on_oom = on_oom
         self._budget = SystemBudget(mp.max_heap_bytes)
         self._heap_table = HeapTable()
         self._heaps = self._heap_table.heaps
@@ -185,7 +214,9 @@ class Allocator:
         # Every thread's cache, by token, so that check(), stats() and a forked
         # child can see them; guarded by the registry lock.
         self._caches: dict[int, list[list[int]]] = {}
-        self._registry = ArenaRegistry(self._new_arena, mp.arena_limit())
+        self._registry = ArenaRegistry(
+            self._new_arena, mp.arena_limit(), prefer_main=main_region is not None
+        )
         main_heap = self._registry.main.heap
         self._main_lo = main_heap.base
         self._main_hi = main_heap.base + main_heap.max_size
@@ -195,7 +226,8 @@ class Allocator:
         _live_allocators.add(self)
 
     def _new_arena(self, index: int) -> Arena:
-        return Arena(index, self._mp, self._budget, self._heap_table, NCLASSES)
+        region = self._main_region if index == 0 else None
+        return Arena(index, self._mp, self._budget, self._heap_table, NCLASSES, region)
 
     @property
     def params(self) -> dict[str, int]:
@@ -287,7 +319,7 @@ class Allocator:
     def _malloc_chunk(self, size: int) -> int:
         """glibc's malloc proper: a chunk from the arena, or a mapping of its own."""
         if size.__class__ is not int or size < 0 or size > MAX_REQUEST:
-            size = _bad_size(size)
+            size = self._size(size)
         nb = (size + 23) & ~15 if size > 8 else 32
         if nb >= self._mp.mmap_threshold:
             mem = self._mmapped.alloc(nb, MALLOC_ALIGNMENT, self._mp.mmap_max)
@@ -316,19 +348,35 @@ class Allocator:
                 mem = other._int_memalign(alignment, nb) if alignment else other._int_malloc(nb)
             if mem:
                 return mem
-        raise OutOfMemory(
+        cap = self._mp.max_heap_bytes
+        raise self._oom(
+            size,
             f"cannot allocate {size} bytes: arena {arena.index} and arena {other.index}"
-            " cannot grow"
-            + (f" (max_heap_bytes={self._mp.max_heap_bytes})" if self._mp.max_heap_bytes else "")
+            " cannot grow" + (f" (max_heap_bytes={cap})" if cap else ""),
         )
+
+    def _size(self, size: object, what: str = "size") -> int:
+        """Check a size argument; an impossible size tells ``on_oom`` too."""
+        try:
+            return _bad_size(size, what)
+        except OutOfMemory:
+            if self._on_oom is not None and isinstance(size, int):
+                self._on_oom(size)
+            raise
+
+    def _oom(self, size: int, message: str) -> OutOfMemory:
+        """The ``OutOfMemory`` to raise, after telling ``on_oom`` (balloc's memNotifier)."""
+        if self._on_oom is not None:
+            self._on_oom(size)
+        return OutOfMemory(message)
 
     def calloc(self, n: int, size: int) -> int:
         """Allocate ``n * size`` zeroed bytes; an overflowing product raises ``OutOfMemory``."""
-        n = _bad_size(n, "n")
-        size = _bad_size(size)
+        n = self._size(n, "n")
+        size = self._size(size)
         total = n * size
         if total > MAX_REQUEST:
-            raise OutOfMemory(f"calloc({n}, {size}): the product overflows")
+            raise self._oom(total, f"calloc({n}, {size}): the product overflows")
         mem = self.malloc(total)
         if mem not in self._mmapped.chunks:  # fresh mappings are already zero
             _memset(mem, 0, self.usable_size(mem))
@@ -336,14 +384,14 @@ class Allocator:
 
     def memalign(self, alignment: int, size: int) -> int:
         """Allocate ``size`` bytes at an address that is a multiple of ``alignment``."""
-        alignment = _bad_size(alignment, "alignment")
+        alignment = self._size(alignment, "alignment")
         if alignment == 0 or alignment & (alignment - 1):
             raise ValueError(f"alignment must be a power of two, got {alignment}")
-        size = _bad_size(size)
+        size = self._size(size)
         if alignment <= MALLOC_ALIGNMENT:
             return self.malloc(size)
         if size > MAX_REQUEST - alignment - 64:
-            raise OutOfMemory(f"cannot allocate {size} bytes aligned to {alignment}")
+            raise self._oom(size, f"cannot allocate {size} bytes aligned to {alignment}")
         nb = request2size(size)
         if nb + alignment >= self._mp.mmap_threshold:
             mem = self._mmapped.alloc(nb, alignment, self._mp.mmap_max)
@@ -473,7 +521,7 @@ class Allocator:
         On failure the old block is left valid and unchanged.
         """
         if size.__class__ is not int or size < 0 or size > MAX_REQUEST:
-            size = _bad_size(size)
+            size = self._size(size)
         addr = addr if addr.__class__ is int else _bad_addr(addr)
         if addr == 0:
             return self.malloc(size)
@@ -539,7 +587,7 @@ class Allocator:
         if size is None:
             size = usable
         elif size.__class__ is not int or not 0 <= size <= usable:
-            _bad_size(size)
+            self._size(size)
             raise ValueError(f"view of {size} bytes exceeds block {addr:#x} ({usable} usable)")
         return region.view(addr, size)
 
@@ -767,7 +815,7 @@ class Allocator:
         each top chunk is cut down to ``pad`` bytes, and whole pages inside
         free chunks are advised away with ``MADV_DONTNEED``.
         """
-        pad = _bad_size(pad, "pad")
+        pad = self._size(pad, "pad")
         registry = self._registry
         state: _ThreadState | None = getattr(self._tls, "state", None)
         with registry.writing():

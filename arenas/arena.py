@@ -86,6 +86,7 @@ class Arena:
         budget: SystemBudget,
         heap_table: HeapTable,
         nclasses: int = 0,
+        main_region: Region | None = None,
     ) -> None:
         self.lock = threading.Lock()
         self.index = index
@@ -109,7 +110,7 @@ class Arena:
         self.slab_spare: list[Slab | None] = [None] * nclasses
         self.heaps: list[Heap] = []
         if self.is_main:
-            region = Region(page_align(mp.main_heap_size))
+            region = main_region or Region(page_align(mp.main_heap_size))
             heap = Heap(self, region, budget, aligned=False)
         else:
             new = Heap.new_aligned(
@@ -241,10 +242,12 @@ class Arena:
         heap = self.heap
         short = nb + MINSIZE - self.top_size()
         if self.is_main:
-            # Like sbrk: ask for the shortfall plus top_pad, or just the shortfall.
+            # Like sbrk: ask for the shortfall plus top_pad, or just the shortfall,
+            # or (at the very end of a fixed buffer) whatever is left.
+            room = heap.max_size - heap.size
             for want in (short + self.mp.top_pad, short):
-                diff = page_align(want)
-                if heap.grow(diff):
+                diff = min(page_align(want), room)
+                if diff >= short and heap.grow(diff):
                     self._account(diff)
                     self._set_top(self.top)
                     return True

@@ -28,7 +28,7 @@ import threading
 
 from .errors import OutOfMemory
 
-__all__ = ["PAGE_SIZE", "Region", "SystemBudget", "page_align"]
+__all__ = ["PAGE_SIZE", "BufferRegion", "Region", "SystemBudget", "page_align"]
 
 PAGE_SIZE: int = mmap.PAGESIZE
 # Linux's MAP_NORESERVE; Python's mmap module does not export it before 3.13.
@@ -65,6 +65,8 @@ class Region:
 
     __slots__ = ("_mm", "addr", "mv", "offset", "size", "words")
 
+    _mm: mmap.mmap | None
+
     def __init__(self, size: int, align: int = 0) -> None:
         if size <= 0 or size % PAGE_SIZE:
             raise ValueError(f"region size must be a positive multiple of {PAGE_SIZE}")
@@ -96,7 +98,7 @@ class Region:
         """
         lo = page_align(addr - self.addr)
         hi = (addr - self.addr + length) & ~(PAGE_SIZE - 1)
-        if hi <= lo:
+        if hi <= lo or self._mm is None:
             return 0
         self._mm.madvise(mmap.MADV_DONTNEED, self.offset + lo, hi - lo)
         return hi - lo
@@ -109,6 +111,8 @@ class Region:
         self.words.release()
         self.mv.release()
         mm = self._mm
+        if mm is None:
+            return True
         try:
             mm.close()
         except BufferError:
@@ -119,6 +123,44 @@ class Region:
         finally:
             retry_deferred_unmaps()
         return True
+
+
+class BufferRegion(Region):
+    """A region over memory the caller owns: a bytearray, an mmap, ``SharedMemory.buf``.
+
+    balloc's fixed buffer.  The first 16-byte aligned byte is ``addr``.  Pages
+    are never advised away (the bytes are the caller's) and ``unmap`` only
+    lets go of our views: the buffer itself is never freed or closed.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, buffer: object) -> None:
+        try:
+            whole = memoryview(buffer)  # type: ignore[arg-type]
+        except TypeError:
+            raise TypeError(
+                f"buffer must support the buffer protocol, not {type(buffer).__name__}"
+            ) from None
+        if whole.readonly:
+            whole.release()
+            raise TypeError("buffer must be writable")
+        whole = whole.cast("B")
+        anchor = ctypes.c_char.from_buffer(whole)
+        base = ctypes.addressof(anchor)
+        del anchor
+        offset = (-base) % 16
+        size = (whole.nbytes - offset) & ~15
+        if size < 4096:
+            whole.release()
+            raise ValueError(f"buffer too small: {whole.nbytes} bytes (at least 4 KiB needed)")
+        self._mm = None
+        self.offset = offset
+        self.addr = base + offset
+        self.size = size
+        self.mv = whole[offset : offset + size]
+        whole.release()
+        self.words = self.mv.cast("Q")
 
 
 def retry_deferred_unmaps() -> None:

@@ -39,8 +39,13 @@ __all__ = ["ArenaRegistry"]
 class ArenaRegistry:
     """The ring of arenas of one allocator, and its free list."""
 
-    def __init__(self, make_arena: Callable[[int], Arena], arena_max: int) -> None:
+    def __init__(
+        self, make_arena: Callable[[int], Arena], arena_max: int, prefer_main: bool = False
+    ) -> None:
         self.rwlock = rwlock.RWLockWrite()
+        # With a fixed buffer the main arena owns the buffer: every thread starts
+        # there, and other arenas only take the overflow (balloc's USE_MALLOC).
+        self.prefer_main = prefer_main
         self._make_arena = make_arena
         self.arena_max = arena_max
         main = make_arena(0)
@@ -80,6 +85,11 @@ class ArenaRegistry:
         ``replaced`` is the arena the thread used until now; it is detached.
         """
         with self.writing():
+            main = self.arenas[0]
+            if self.prefer_main and avoid is not main:
+                if main in self.free_list:
+                    self.free_list.remove(main)
+                return self._attach(main, replaced)
             for arena in self.free_list:
                 if arena is not avoid:
                     self.free_list.remove(arena)

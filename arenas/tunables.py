@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "MALLOPT_PARAMS",
@@ -214,7 +215,7 @@ def validate(values: Mapping[str, object]) -> dict[str, int]:
     return out
 
 
-def parse_tunables(text: str) -> dict[str, int]:
+def parse_tunables(text: str) -> dict[str, Any]:
     """Parse glibc's tunables syntax, ``name=value:name=value``, and validate it whole.
 
     Values are decimal, or hexadecimal with ``0x``.  Raises ``ValueError`` naming
