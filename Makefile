@@ -10,11 +10,11 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,dev]'
+	$(PY) -m pip install --quiet -e '.[test,dev,stress]'
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m arenas.demo
+	$(PY) -m stress
 
 test: $(STAMP)
 	$(PY) -m pytest -n auto -q

@@ -222,7 +222,7 @@ class Allocator:
         self._main_hi = main_heap.base + main_heap.max_size
         self._tls: Any = threading.local()
         self._closed = False
-        self._install_perturb()
+        self._install_fast_paths()
         _live_allocators.add(self)
 
     def _new_arena(self, index: int) -> Arena:
@@ -425,19 +425,7 @@ class Allocator:
         """Free the block at ``addr``; ``free(0)`` does nothing."""
         cls = self._live.pop(addr, None)
         if cls is not None:
-            if addr.__class__ is not int:
-                self._live[int(addr)] = cls
-                _bad_addr(addr)
-            # The fast path: into this thread's cache, whichever thread allocated it.
-            try:
-                cached = self._tls.tcache[cls]
-            except AttributeError:
-                self._attach_thread()
-                cached = self._tls.tcache[cls]
-            if len(cached) < self._tcache_count:
-                cached.append(addr)
-                return
-            self._flush(cls, cached, addr)
+            self._free_popped(addr, cls)
             return
         try:
             heap = self._heaps.get(addr & self._heap_mask)
@@ -452,6 +440,22 @@ class Allocator:
                 arena._int_free(heap, addr)
         except InvalidPointer as exc:
             raise self._diagnose_slab(addr) or exc from None
+
+    def _free_popped(self, addr: int, cls: int) -> None:
+        """Free a slab block already taken out of ``_live``: into this thread's cache,
+        whichever thread allocated it, or home when the cache is full."""
+        if addr.__class__ is not int:
+            self._live[int(addr)] = cls
+            _bad_addr(addr)
+        try:
+            cached = self._tls.tcache[cls]
+        except AttributeError:
+            self._attach_thread()
+            cached = self._tls.tcache[cls]
+        if len(cached) < self._tcache_count:
+            cached.append(addr)
+            return
+        self._flush(cls, cached, addr)
 
     def _flush(self, cls: int, cached: list[int], addr: int) -> None:
         """The cache of this class is full: send half of it, and ``addr``, home."""
@@ -470,7 +474,7 @@ class Allocator:
             by_arena.setdefault(slabs[addr & mask].arena, []).append(addr)
         for arena, mine in by_arena.items():
             with arena.lock:
-                return_blocks(arena, cls, mine, self._slab_table)
+                return_blocks(arena, cls, mine, self._slab_table, self._tcache_count == 0)
 
     def _diagnose_slab(self, addr: int) -> InvalidPointer | None:
         """If ``addr`` points into a slab, say exactly what is wrong with it."""
@@ -567,7 +571,7 @@ class Allocator:
             heap = self._registry.main.heap
         if heap is not None:
             size = heap.arena.in_use.get(addr)
-            if size is None or addr in heap.arena.slabs:
+            if size is None or addr - CHUNK_HDR_SZ in heap.arena.slabs:
                 raise self._diagnose_slab(addr) or heap.arena.diagnose_bad_pointer(addr)
             return heap.region, size - SIZE_SZ
         region = self._mmapped.chunks.get(addr)
@@ -660,8 +664,8 @@ class Allocator:
             span = CLASS_SPANS[slab.cls]
             if slab.arena is not arena or self._slab_table.slabs.get(base) is not slab:
                 raise HeapCorruption(f"{where} is missing from the slab table")
-            if base % span or arena.in_use.get(base, 0) < request2size(span):
-                raise HeapCorruption(f"{where} is not an aligned in-use chunk")
+            if base % span or arena.in_use.get(base + CHUNK_HDR_SZ) != span:
+                raise HeapCorruption(f"{where} is not an aligned in-use chunk of its span")
             untouched = (slab.end - slab.bump) // slab.size
             if slab.nfree != len(slab.free) + untouched or len(set(slab.free)) != len(slab.free):
                 raise HeapCorruption(f"{where}: free count disagrees with its free list")
@@ -854,22 +858,63 @@ class Allocator:
             elif name == "max_heap_bytes":
                 self._budget.cap = value
             self._registry.arena_max = mp.arena_limit()
-        if name == "perturb":
-            self._install_perturb()
+        if name in ("perturb", "tcache_count"):
+            self._install_fast_paths()
 
-    # =============================================================== perturb
-    def _install_perturb(self) -> None:
-        """With ``perturb`` set, route malloc and free through filling versions.
+    # ============================================================ fast paths
+    def _install_fast_paths(self) -> None:
+        """Bind this instance's ``malloc`` and ``free`` to the fastest version that applies.
 
-        They replace the methods on this instance only, so the fast paths of
-        an allocator without perturb pay nothing for the feature.
+        The methods of the class are the reference implementation.  The
+        closures below repeat only their first lines, a thread-cache hit, with
+        every name they touch held in a closure cell instead of looked up on
+        ``self``; anything else falls through to the class methods.  With
+        ``perturb`` set, filling versions are bound instead, so an allocator
+        without perturb pays nothing for the feature.
         """
         if self._mp.perturb:
             self.malloc = self._malloc_perturbed  # type: ignore[method-assign]
             self.free = self._free_perturbed  # type: ignore[method-assign]
-        else:
-            self.__dict__.pop("malloc", None)
-            self.__dict__.pop("free", None)
+            return
+        tls = self._tls
+        live = self._live
+        count = self._tcache_count
+        class_of = CLASS_OF
+        reference_malloc: Callable[[int], int] = Allocator.malloc.__get__(self)
+        reference_free: Callable[[int], None] = Allocator.free.__get__(self)
+        free_popped = self._free_popped
+
+        def malloc(size: int) -> int:
+            if size.__class__ is int and 0 <= size <= SLAB_MAX:
+                cls = class_of[size]
+                try:
+                    cached = tls.tcache[cls]
+                except AttributeError:
+                    return reference_malloc(size)
+                if cached:
+                    addr: int = cached.pop()
+                    live[addr] = cls
+                    return addr
+            return reference_malloc(size)
+
+        def free(addr: int) -> None:
+            cls = live.pop(addr, None)  # atomic: of two racing frees, one wins
+            if cls is None:
+                return reference_free(addr)
+            if addr.__class__ is int:
+                try:
+                    cached = tls.tcache[cls]
+                except AttributeError:
+                    return free_popped(addr, cls)
+                if len(cached) < count:
+                    cached.append(addr)
+                    return None
+            return free_popped(addr, cls)
+
+        malloc.__doc__ = Allocator.malloc.__doc__
+        free.__doc__ = Allocator.free.__doc__
+        self.malloc = malloc  # type: ignore[method-assign]
+        self.free = free  # type: ignore[method-assign]
 
     def _malloc_perturbed(self, size: int) -> int:
         addr = Allocator.malloc(self, size)
@@ -893,6 +938,8 @@ class Allocator:
                 return
             self._closed = True
             self._tls = _Closed()
+            self.__dict__.pop("malloc", None)
+            self.__dict__.pop("free", None)
             arenas = list(self._registry.arenas)
         for arena in arenas:
             with arena.lock:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from .bins import MIN_LARGE_SIZE, Bins
+from .bins import MIN_LARGE_SIZE, NSMALLBINS, Bins, bin_index
 from .chunk import (
     CHUNK_HDR_SZ,
     IS_MMAPPED,
@@ -103,7 +103,7 @@ class Arena:
         self.max_system_mem = 0
         self.last_remainder = 0
         self.attached_threads = 0
-        # Slabs carved from this arena (see slab.py): base -> slab, the slabs of
+        # Slabs carved from this arena (see slab.py): chunk address -> slab, the slabs of
         # each class that have a free block, and one wholly free slab per class.
         self.slabs: dict[int, Slab] = {}
         self.slab_partial: list[dict[int, Slab]] = [{} for _ in range(nclasses)]
@@ -317,7 +317,7 @@ class Arena:
         size = self.in_use.get(mem)
         if size is None:
             raise self.diagnose_bad_pointer(mem)
-        if mem in self.slabs:
+        if mem - CHUNK_HDR_SZ in self.slabs:
             raise InvalidPointer(f"free(): invalid pointer {mem:#x}: that is a slab, not a block")
         w = heap.words
         i = (mem - CHUNK_HDR_SZ - heap.base) >> 3
@@ -577,6 +577,101 @@ class Arena:
             size = new_size
         self._shrink_chunk(heap, mem, size, nb)
         return mem
+
+    # ====================================================== aligned chunks
+    def alloc_aligned_chunk(self, span: int) -> int:
+        """A chunk of exactly ``span`` bytes whose *chunk address* is a multiple of ``span``.
+
+        Slabs are made of these: the header sits inside the span, so slabs
+        carved one after another from the top tile the heap with no gap.
+        A free chunk that already holds an aligned span is preferred (the
+        lowest such, among the first candidates of the large bins); otherwise
+        the top chunk is cut at the next aligned address, the lead going back
+        to the bins.  Returns the user address (chunk + 16), or 0.
+        """
+        chunk = self._aligned_fit(span)
+        if not chunk:
+            chunk = self._aligned_from_top(span)
+            if not chunk:
+                return 0
+        mem = chunk + CHUNK_HDR_SZ
+        self.in_use[mem] = span
+        self.inuse_bytes += span
+        return mem
+
+    def _aligned_fit(self, span: int) -> int:
+        bins = self.bins
+        unsorted = bins.unsorted
+        while unsorted:  # sort first, as _int_malloc does, so freed spans can be found
+            chunk = next(iter(unsorted))
+            del unsorted[chunk]
+            bins.place(chunk, bins.free[chunk])
+        candidates = 0
+        for lst in bins.large[bin_index(span) - NSMALLBINS :]:
+            for size, chunk in lst:
+                if size < span:
+                    continue
+                aligned = (chunk + span - 1) & -span
+                lead = aligned - chunk
+                if 0 < lead < MINSIZE:
+                    aligned += span
+                    lead += span
+                tail = chunk + size - aligned - span
+                if tail == 0 or tail >= MINSIZE:
+                    heap = self.heap_of(chunk)
+                    bins.unlink(chunk)
+                    if chunk == self.last_remainder:
+                        self.last_remainder = 0
+                    self._place_used(heap, chunk, size, aligned, span)
+                    return aligned
+                candidates += 1
+                if candidates >= 32:
+                    return 0
+        return 0
+
+    def _place_used(self, heap: Heap, chunk: int, size: int, aligned: int, span: int) -> None:
+        """Mark ``[aligned, aligned+span)`` of the unlinked free chunk in use; free the rest."""
+        w = heap.words
+        base = heap.base
+        nm = self.nm
+        lead = aligned - chunk
+        tail = size - lead - span
+        w[((aligned - base) >> 3) + 1] = span | PREV_INUSE | nm
+        end = aligned + span
+        if tail:
+            w[((end - base) >> 3) + 1] = tail | PREV_INUSE | nm
+            self._free_chunk(heap, end, tail)
+        else:
+            w[((end - base) >> 3) + 1] |= PREV_INUSE
+        if lead:
+            w[((chunk - base) >> 3) + 1] = lead | PREV_INUSE | nm
+            self._free_chunk(heap, chunk, lead)
+
+    def _aligned_from_top(self, span: int) -> int:
+        top = self.top
+        aligned = (top + span - 1) & -span
+        if 0 < aligned - top < MINSIZE:
+            aligned += span
+        need = aligned - top + span
+        if self.top_size() < need + MINSIZE:
+            if not self._sysmalloc(need):
+                return 0
+            top = self.top  # a new heap moves the top
+            aligned = (top + span - 1) & -span
+            if 0 < aligned - top < MINSIZE:
+                aligned += span
+            if self.top_size() < aligned - top + span + MINSIZE:
+                return 0
+        heap = self.heap
+        w = heap.words
+        lead = aligned - top
+        nm = self.nm
+        w[((aligned - heap.base) >> 3) + 1] = span | PREV_INUSE | nm
+        self._set_top(aligned + span)
+        if lead:
+            w[((top - heap.base) >> 3) + 1] = lead | PREV_INUSE | nm
+            self._free_chunk(heap, top, lead)
+        return aligned
 
     # ================================================================= check
     def check(self) -> None:

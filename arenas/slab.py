@@ -34,7 +34,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from .chunk import CHUNK_HDR_SZ, request2size
+from .chunk import CHUNK_HDR_SZ
 from .memory import PAGE_SIZE
 
 if TYPE_CHECKING:
@@ -55,8 +55,10 @@ __all__ = [
 ]
 
 SLAB_MAX = 65536
-# Blocks per slab we aim for; small classes get more, since a slab is at least a page.
+# Fewest blocks in a slab; small classes get more, since a slab is at least a
+# page.  Big classes get fewer, so that a few big blocks do not pin a big span.
 SLAB_BLOCKS = 8
+SLAB_BLOCKS_LARGE = 4
 
 
 def _class_sizes() -> tuple[int, ...]:
@@ -74,8 +76,10 @@ NCLASSES = len(CLASS_SIZES)
 
 
 def _span(size: int) -> int:
+    # The chunk header takes the first 16 bytes of the span.
+    blocks = SLAB_BLOCKS if size <= 1024 else SLAB_BLOCKS_LARGE
     span = PAGE_SIZE
-    while span < size * SLAB_BLOCKS:
+    while span < CHUNK_HDR_SZ + size * blocks:
         span *= 2
     return span
 
@@ -108,14 +112,16 @@ class Slab:
         self.base = base
         self.cls = cls
         self.size = size = CLASS_SIZES[cls]
-        self.capacity = CLASS_SPANS[cls] // size
-        self.end = base + self.capacity * size
-        self.bump = base
+        first = base + CHUNK_HDR_SZ  # the slab's own chunk header comes first
+        self.capacity = (CLASS_SPANS[cls] - CHUNK_HDR_SZ) // size
+        self.end = first + self.capacity * size
+        self.bump = first
         self.free: list[int] = []
         self.nfree = self.capacity
 
     def is_block(self, addr: int) -> bool:
-        return self.base <= addr < self.end and (addr - self.base) % self.size == 0
+        first = self.base + CHUNK_HDR_SZ
+        return first <= addr < self.end and (addr - first) % self.size == 0
 
 
 class SlabTable:
@@ -145,14 +151,14 @@ class SlabTable:
 
 # ====================================================================== take
 def _new_slab(arena: Arena, cls: int, table: SlabTable) -> Slab | None:
-    span = CLASS_SPANS[cls]
-    mem = arena._int_memalign(span, request2size(span))
+    mem = arena.alloc_aligned_chunk(CLASS_SPANS[cls])
     if not mem:
         return None
-    slab = Slab(arena, arena.heap_of(mem - CHUNK_HDR_SZ), mem, cls)
-    arena.slabs[mem] = slab
+    base = mem - CHUNK_HDR_SZ
+    slab = Slab(arena, arena.heap_of(base), base, cls)
+    arena.slabs[base] = slab
     with table.lock:
-        table.slabs[mem] = slab
+        table.slabs[base] = slab
     return slab
 
 
@@ -166,7 +172,8 @@ def take_blocks(arena: Arena, cls: int, n: int, table: SlabTable) -> list[int]:
     partial = arena.slab_partial[cls]
     while len(out) < n:
         if partial:
-            slab = next(iter(partial.values()))
+            # The fullest slab first: emptier ones then drain and go back.
+            slab = min(partial.values(), key=_free_count) if len(partial) > 1 else _first(partial)
         else:
             new = _new_slab(arena, cls, table)
             if new is None:
@@ -194,12 +201,24 @@ def take_blocks(arena: Arena, cls: int, n: int, table: SlabTable) -> list[int]:
     return out
 
 
+def _free_count(slab: Slab) -> int:
+    return slab.nfree
+
+
+def _first(partial: dict[int, Slab]) -> Slab:
+    return next(iter(partial.values()))
+
+
 # ==================================================================== return
-def return_blocks(arena: Arena, cls: int, blocks: list[int], table: SlabTable) -> None:
+def return_blocks(
+    arena: Arena, cls: int, blocks: list[int], table: SlabTable, keep_spare: bool = False
+) -> None:
     """Give ``blocks`` (all of class ``cls``, all in this arena's slabs) back.
 
     Called with ``arena.lock`` held.  A slab that becomes wholly free goes back
-    to the arena, unless it is the one spare kept for this class.
+    to the arena, unless ``keep_spare`` asks to keep one such slab per class:
+    with no thread cache, a loop that allocates and frees one block would
+    otherwise carve and free a slab every time.
     """
     span_mask = -CLASS_SPANS[cls]
     slabs = table.slabs
@@ -212,7 +231,7 @@ def return_blocks(arena: Arena, cls: int, blocks: list[int], table: SlabTable) -
             partial[slab.base] = slab
         if slab.nfree == slab.capacity:
             spare = arena.slab_spare[cls]
-            if spare is None:
+            if spare is None and keep_spare:
                 arena.slab_spare[cls] = slab
             elif spare is not slab:
                 _release_slab(arena, slab, table)
@@ -234,4 +253,28 @@ def _release_slab(arena: Arena, slab: Slab, table: SlabTable) -> None:
     del arena.slabs[slab.base]
     with table.lock:
         del table.slabs[slab.base]
-    arena.release_internal(slab.heap, slab.base)
+    arena.release_internal(slab.heap, slab.base + CHUNK_HDR_SZ)
+
+
+# ================================================================ the table
+def waste_report() -> str:
+    """The class table with its internal waste, as docs/slabs.md shows it.
+
+    Waste of a request is ``(class size - request) / class size``; the mean is
+    over every request size from 1 to the class size (uniform sizes), the max
+    over the worst request of the class (one byte above the class below).
+    """
+    lines = ["| class | size | span | blocks | worst waste | mean waste (uniform) |"]
+    lines.append("|---:|---:|---:|---:|---:|---:|")
+    prev = 0
+    for cls, size in enumerate(CLASS_SIZES):
+        worst = (size - (prev + 1)) / size
+        mean = sum((size - r) / size for r in range(prev + 1, size + 1)) / (size - prev)
+        span = CLASS_SPANS[cls]
+        lines.append(f"| {cls} | {size} | {span} | {span // size} | {worst:.1%} | {mean:.1%} |")
+        prev = size
+    for lo, hi in ((1, 1024), (16, 1024), (1, SLAB_MAX)):
+        waste = sum(CLASS_SIZES[CLASS_OF[r]] - r for r in range(lo, hi + 1))
+        total = sum(CLASS_SIZES[CLASS_OF[r]] for r in range(lo, hi + 1))
+        lines.append(f"\nrequests uniform in {lo}..{hi}: {waste / total:.1%} of block bytes wasted")
+    return "\n".join(lines)

@@ -1,0 +1,262 @@
+"""The fast-path benchmark: how close a pure-Python allocator gets to a native call.
+
+Four measurements, all taken in one run, so the figures that matter are ratios
+between allocators measured side by side on the same (shared, noisy) machine:
+
+1. **pairs**: one thread, ``free(malloc(n))`` with n drawn from 16..1024;
+2. **churn**: one thread, 1,000 live blocks, each step frees a random one and
+   allocates a new random size in its slot (larson-like);
+3. **threads**: the churn loop in 8 threads at once, aggregate throughput
+   against the same total work in 1 thread;
+4. **memory**: on the churn loop, the allocator's peak footprint divided by
+   the peak of live (requested) bytes.
+
+Competitors: ``arenas`` through its module-level int API, glibc's
+``malloc``/``free`` through ``ctypes``, ``multiprocessing.heap.Heap``, and the
+floor, a bare Python call that pops and appends a list.
+
+Run: ``python -m stress fastpath`` (or ``python -m stress.fastpath``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import random
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from multiprocessing.heap import Heap
+from typing import Any
+
+import arenas
+
+Malloc = Callable[[int], Any]
+Free = Callable[[Any], None]
+
+
+def _glibc() -> tuple[Malloc, Free]:
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = ctypes.c_void_p
+    libc.malloc.argtypes = [ctypes.c_size_t]
+    libc.free.restype = None
+    libc.free.argtypes = [ctypes.c_void_p]
+    return libc.malloc, libc.free
+
+
+def _mp_heap() -> tuple[Malloc, Free]:
+    heap = Heap()
+    return heap.malloc, heap.free
+
+
+def _floor() -> tuple[Malloc, Free]:
+    stack: list[int] = list(range(2048))
+    pop, push = stack.pop, stack.append
+
+    def malloc(size: int) -> int:
+        return pop()
+
+    def free(addr: int) -> None:
+        push(addr)
+
+    return malloc, free
+
+
+def _arenas() -> tuple[Malloc, Free]:
+    return arenas.malloc, arenas.free
+
+
+COMPETITORS: dict[str, Callable[[], tuple[Malloc, Free]]] = {
+    "arenas": _arenas,
+    "glibc-ctypes": _glibc,
+    "mp-heap": _mp_heap,
+    "floor": _floor,
+}
+
+
+def pairs(malloc: Malloc, free: Free, sizes: list[int]) -> float:
+    """malloc+free pairs per second."""
+    start = time.perf_counter()
+    for size in sizes:
+        free(malloc(size))
+    return len(sizes) / (time.perf_counter() - start)
+
+
+def churn(malloc: Malloc, free: Free, sizes: list[int], slots: list[int], live: int) -> float:
+    """Replace a random one of ``live`` blocks per step; steps per second."""
+    blocks = [malloc(size) for size in sizes[:live]]
+    start = time.perf_counter()
+    for size, slot in zip(sizes, slots, strict=True):
+        free(blocks[slot])
+        blocks[slot] = malloc(size)
+    elapsed = time.perf_counter() - start
+    for block in blocks:
+        free(block)
+    return len(sizes) / elapsed
+
+
+@dataclass
+class Result:
+    pairs: dict[str, float]
+    churn: dict[str, float]
+    threads_1: float
+    threads_8: float
+    footprint_ratio: float
+    footprint_ratio_with_top: float
+    peak_live_bytes: int
+    peak_footprint_bytes: int
+
+    def ratios(self) -> dict[str, float]:
+        p, c = self.pairs, self.churn
+        return {
+            "pairs arenas/mp-heap": p["arenas"] / p["mp-heap"],
+            "pairs arenas/glibc": p["arenas"] / p["glibc-ctypes"],
+            "churn arenas/mp-heap": c["arenas"] / c["mp-heap"],
+            "churn arenas/glibc": c["arenas"] / c["glibc-ctypes"],
+            "8 threads / 1 thread": self.threads_8 / self.threads_1,
+            "peak footprint / peak live": self.footprint_ratio,
+        }
+
+
+def thread_scaling(n_threads: int, steps: int, live: int, seed: int) -> float:
+    """Aggregate churn steps/s with ``n_threads`` threads sharing ``steps`` steps.
+
+    Each thread fills its slots, waits at a barrier, runs its share of the
+    churn loop, and waits again; only the time between the two barriers is
+    measured, so setting up and tearing down the slots costs nothing.
+    """
+    per = steps // n_threads
+    start_line = threading.Barrier(n_threads + 1)
+    finish_line = threading.Barrier(n_threads + 1)
+
+    def work(k: int) -> None:
+        rng = random.Random(seed + k)
+        sizes = [rng.randint(16, 1024) for _ in range(per)]
+        slots = [rng.randrange(live) for _ in range(per)]
+        malloc, free = arenas.malloc, arenas.free
+        blocks = [malloc(size) for size in sizes[:live]]
+        start_line.wait()
+        for size, slot in zip(sizes, slots, strict=True):
+            free(blocks[slot])
+            blocks[slot] = malloc(size)
+        finish_line.wait()
+        for block in blocks:
+            free(block)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(n_threads)]
+    for t in threads:
+        t.start()
+    start_line.wait()
+    start = time.perf_counter()
+    finish_line.wait()
+    elapsed = time.perf_counter() - start
+    for t in threads:
+        t.join()
+    return per * n_threads / elapsed
+
+
+def footprint(steps: int, live: int, seed: int) -> tuple[float, float, int, int]:
+    """Peak footprint / peak live bytes on the churn loop, with a fresh allocator.
+
+    Footprint is what the allocator holds from the system in heaps and
+    mappings, less the untouched part of the top chunk (the "wilderness",
+    reserved by top_pad but never written, so never resident).  The ratio
+    including the top is returned too.
+    """
+    rng = random.Random(seed)
+    sizes = [rng.randint(16, 1024) for _ in range(steps)]
+    slots = [rng.randrange(live) for _ in range(steps)]
+    with arenas.Allocator() as alloc:
+        blocks = [alloc.malloc(size) for size in sizes[:live]]
+        held = list(sizes[:live])
+        live_bytes = sum(held)
+        peak_live = live_bytes
+        peak_fp = peak_fp_top = 0
+        for step, (size, slot) in enumerate(zip(sizes, slots, strict=True)):
+            alloc.free(blocks[slot])
+            live_bytes += size - held[slot]
+            held[slot] = size
+            blocks[slot] = alloc.malloc(size)
+            peak_live = max(peak_live, live_bytes)
+            if step % 64 == 0:
+                st = alloc.stats()
+                top = sum(a.top_bytes for a in st.arenas)
+                peak_fp = max(peak_fp, st.system_bytes - top)
+                peak_fp_top = max(peak_fp_top, st.system_bytes)
+    return peak_fp / peak_live, peak_fp_top / peak_live, peak_live, peak_fp
+
+
+def run(n: int, rounds: int, seed: int, progress: bool = True) -> Result:
+    rng = random.Random(seed)
+    sizes = [rng.randint(16, 1024) for _ in range(n)]
+    slots = [rng.randrange(1000) for _ in range(n)]
+    best_pairs: dict[str, float] = {}
+    best_churn: dict[str, float] = {}
+    arenas.free(arenas.malloc(1))  # attach this thread before timing
+    for r in range(rounds):
+        for name, make in COMPETITORS.items():
+            if progress:
+                print(f"\r  round {r + 1}/{rounds}: {name:<14}", end="", file=sys.stderr)
+            malloc, free = make()
+            best_pairs[name] = max(best_pairs.get(name, 0.0), pairs(malloc, free, sizes))
+            best_churn[name] = max(
+                best_churn.get(name, 0.0), churn(malloc, free, sizes, slots, 1000)
+            )
+    t1 = max(thread_scaling(1, n, 1000, seed) for _ in range(rounds))
+    t8 = max(thread_scaling(8, n, 1000, seed) for _ in range(rounds))
+    ratio, ratio_top, peak_live, peak_fp = footprint(n, 1000, seed)
+    if progress:
+        print("\r" + " " * 40 + "\r", end="", file=sys.stderr)
+    return Result(best_pairs, best_churn, t1, t8, ratio, ratio_top, peak_live, peak_fp)
+
+
+def report(result: Result) -> str:
+    lines = ["| workload | " + " | ".join(COMPETITORS) + " |"]
+    lines.append("|---|" + "---:|" * len(COMPETITORS))
+    for label, figures in (("pairs/s", result.pairs), ("churn steps/s", result.churn)):
+        lines.append(f"| {label} | " + " | ".join(f"{figures[n]:,.0f}" for n in COMPETITORS) + " |")
+    lines.append("")
+    lines.append(f"arenas churn, 1 thread: {result.threads_1:,.0f} steps/s")
+    lines.append(f"arenas churn, 8 threads: {result.threads_8:,.0f} steps/s (aggregate)")
+    lines.append(
+        f"peak live {result.peak_live_bytes:,} B, peak footprint {result.peak_footprint_bytes:,} B"
+        f" (top chunk excluded); with the top: ratio {result.footprint_ratio_with_top:.2f}"
+    )
+    lines.append("")
+    lines.append("| ratio | measured | target |")
+    lines.append("|---|---:|---:|")
+    targets = {
+        "pairs arenas/mp-heap": ">= 8",
+        "pairs arenas/glibc": ">= 1.0",
+        "churn arenas/mp-heap": ">= 8",
+        "churn arenas/glibc": ">= 1.0",
+        "8 threads / 1 thread": ">= 0.9",
+        "peak footprint / peak live": "<= 1.25",
+    }
+    for name, value in result.ratios().items():
+        lines.append(f"| {name} | {value:.2f} | {targets[name]} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stress fastpath", description=__doc__)
+    parser.add_argument("-n", type=int, default=200_000, help="operations per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="best of this many rounds")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    args = parser.parse_args(argv)
+    if args.n < 1000 or args.rounds < 1:
+        parser.error("-n must be at least 1000 and --rounds at least 1")
+    result = run(args.n, args.rounds, args.seed)
+    print(report(result))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({**asdict(result), "ratios": result.ratios()}, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
