@@ -152,8 +152,9 @@ class BufferRegion(Region):
         offset = (-base) % 16
         size = (whole.nbytes - offset) & ~15
         if size < 4096:
+            nbytes = whole.nbytes
             whole.release()
-            raise ValueError(f"buffer too small: {whole.nbytes} bytes (at least 4 KiB needed)")
+            raise ValueError(f"buffer too small: {nbytes} bytes (at least 4 KiB needed)")
         self._mm = None
         self.offset = offset
         self.addr = base + offset
