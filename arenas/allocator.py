@@ -885,11 +885,11 @@ class Allocator:
         free_popped = self._free_popped
 
         def malloc(size: int) -> int:
-            if size.__class__ is int and 0 <= size <= SLAB_MAX:
-                cls = class_of[size]
+            if size.__class__ is int and size >= 0:
                 try:
-                    cached = tls.tcache[cls]
-                except AttributeError:
+                    cls = class_of[size]  # IndexError above SLAB_MAX
+                    cached = tls.tcache[cls]  # AttributeError before the thread attaches
+                except (IndexError, AttributeError):
                     return reference_malloc(size)
                 if cached:
                     addr: int = cached.pop()
