@@ -377,7 +377,7 @@ class Allocator:
         total = n * size
         if total > MAX_REQUEST:
             raise self._oom(total, f"calloc({n}, {size}): the product overflows")
-        mem = self.malloc(total)
+        mem = Allocator.malloc(self, total)  # never perturbed, as in glibc
         if mem not in self._mmapped.chunks:  # fresh mappings are already zero
             _memset(mem, 0, self.usable_size(mem))
         return mem
@@ -890,7 +890,7 @@ class Allocator:
                     cls = class_of[size]  # IndexError above SLAB_MAX
                     cached = tls.tcache[cls]  # AttributeError before the thread attaches
                 except (IndexError, AttributeError):
-                    return reference_malloc(size)
+                    cached = None  # (outside the handler, so errors do not chain to it)
                 if cached:
                     addr: int = cached.pop()
                     live[addr] = cls

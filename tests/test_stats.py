@@ -299,6 +299,8 @@ def test_perturb_fills_new_and_freed_bytes() -> None:
         alloc.free(addr)  # into the cache, so the bytes stay readable
         assert ctypes.string_at(addr, 48) == bytes([0x5A]) * 48
         assert ctypes.string_at(alloc.calloc(6, 8), 48) == bytes(48)
+        # calloc is never perturbed, fresh mappings included
+        assert ctypes.string_at(alloc.calloc(1, 300_000), 300_000) == bytes(300_000)
 
 
 def test_heap_max_size_sets_heap_alignment() -> None:
