@@ -33,6 +33,7 @@ from typing import Any, TextIO
 
 from .arena import Arena
 from .chunk import CHUNK_HDR_SZ, MALLOC_ALIGNMENT, MAX_REQUEST, SIZE_SZ, request2size
+from .debug import Debugger, Leak
 from .errors import AllocatorError, DoubleFree, HeapCorruption, InvalidPointer, OutOfMemory
 from .heap import HeapTable
 from .large import MmappedChunks
@@ -179,7 +180,14 @@ class Allocator:
     * ``use_malloc``: when the buffer is full, grow with ordinary heaps and
       mappings (balloc's USE_MALLOC) instead of failing.
     * ``on_oom(size)``: called before ``OutOfMemory`` is raised (balloc's memNotifier).
+
+    ``debug=True`` adds fill bytes, an integrity word and guard bytes to every
+    block (see :mod:`arenas.debug`); damage is reported at ``free`` and
+    ``check()``, and ``report_leaks()`` lists the live blocks.
     """
+
+    # Methods an instance may rebind to a faster or a debugging version.
+    _REBOUND = ("malloc", "free", "realloc", "calloc", "memalign", "usable_size", "view")
 
     def __init__(
         self,
@@ -187,6 +195,7 @@ class Allocator:
         buffer: object = None,
         use_malloc: bool = False,
         on_oom: Callable[[int], object] | None = None,
+        debug: bool = False,
         **tunables: Any,
     ) -> None:
         if on_oom is not None and not callable(on_oom):
@@ -222,6 +231,13 @@ class Allocator:
         self._main_hi = main_heap.base + main_heap.max_size
         self._tls: Any = threading.local()
         self._closed = False
+        self._debugger: Debugger | None = None
+        if debug:
+            self._debugger = Debugger(
+                Allocator.malloc.__get__(self),
+                Allocator.free.__get__(self),
+                Allocator.memalign.__get__(self),
+            )
         self._install_fast_paths()
         _live_allocators.add(self)
 
@@ -389,7 +405,7 @@ class Allocator:
             raise ValueError(f"alignment must be a power of two, got {alignment}")
         size = self._size(size)
         if alignment <= MALLOC_ALIGNMENT:
-            return self.malloc(size)
+            return Allocator.malloc(self, size)
         if size > MAX_REQUEST - alignment - 64:
             raise self._oom(size, f"cannot allocate {size} bytes aligned to {alignment}")
         nb = request2size(size)
@@ -656,6 +672,8 @@ class Allocator:
         with self._mmapped.lock:
             for mem, region in self._mmapped.chunks.items():
                 self._mmapped.chunk_size(region, mem)
+        if self._debugger is not None:
+            self._debugger.check()
 
     def _check_slabs(self, arena: Arena) -> None:
         """One arena's slabs against its chunks and lists (arena lock held)."""
@@ -872,6 +890,18 @@ class Allocator:
         ``perturb`` set, filling versions are bound instead, so an allocator
         without perturb pays nothing for the feature.
         """
+        for name in self._REBOUND:
+            self.__dict__.pop(name, None)
+        debugger = self._debugger
+        if debugger is not None:
+            self.malloc = debugger.malloc  # type: ignore[method-assign]
+            self.free = debugger.free  # type: ignore[method-assign]
+            self.realloc = debugger.realloc  # type: ignore[method-assign]
+            self.calloc = debugger.calloc  # type: ignore[method-assign]
+            self.memalign = debugger.memalign  # type: ignore[method-assign]
+            self.usable_size = debugger.usable_size  # type: ignore[method-assign]
+            self.view = self._debug_view  # type: ignore[method-assign]
+            return
         if self._mp.perturb:
             self.malloc = self._malloc_perturbed  # type: ignore[method-assign]
             self.free = self._free_perturbed  # type: ignore[method-assign]
@@ -916,6 +946,24 @@ class Allocator:
         self.malloc = malloc  # type: ignore[method-assign]
         self.free = free  # type: ignore[method-assign]
 
+    def _debug_view(self, addr: int, size: int | None = None) -> memoryview:
+        assert self._debugger is not None
+        usable = self._debugger.usable_size(addr)
+        if size is None:
+            size = usable
+        elif size.__class__ is not int or not 0 <= size <= usable:
+            self._size(size)
+            raise ValueError(f"view of {size} bytes exceeds block {addr:#x} ({usable} bytes)")
+        with self._debugger.lock:
+            raw = self._debugger.blocks[addr].raw
+        return self._locate(raw)[0].view(addr, size)
+
+    def report_leaks(self) -> list[Leak]:
+        """Live blocks with their sizes and allocating threads (needs ``debug=True``)."""
+        if self._debugger is None:
+            raise AllocatorError("report_leaks() needs Allocator(debug=True)")
+        return self._debugger.report_leaks()
+
     def _malloc_perturbed(self, size: int) -> int:
         addr = Allocator.malloc(self, size)
         _memset(addr, self._mp.perturb ^ 0xFF, self.usable_size(addr))
@@ -938,8 +986,8 @@ class Allocator:
                 return
             self._closed = True
             self._tls = _Closed()
-            self.__dict__.pop("malloc", None)
-            self.__dict__.pop("free", None)
+            for name in self._REBOUND:
+                self.__dict__.pop(name, None)
             arenas = list(self._registry.arenas)
         for arena in arenas:
             with arena.lock:

@@ -1,0 +1,193 @@
+"""Debugging: fill bytes, an integrity word, guard bytes and a leak report (balloc's B_DEBUG).
+
+A :class:`Debugger` wraps any pair of functions that hand out real addresses
+(``Allocator(debug=True)`` wraps the allocator's own; ``arenas.hooks.debugging``
+wraps whatever it is given).  Every block it hands out is laid out as::
+
+    raw                         user = raw + prefix            user + size
+    | ... | integrity | size   | user bytes (filled 0xCD)     | guard 0xFD x 16 |
+            8 bytes     8 bytes
+
+* new blocks are filled with ``fill_new`` and freed ones with ``fill_free``
+  (balloc's FILL_CHAR, glibc's perturb), so reads of uninitialised or freed
+  memory show up as a recognisable pattern;
+* the integrity word (balloc's INTEGRITY magic) is mixed with the block's
+  address, so a header copied from elsewhere does not pass either;
+* the guard bytes after the block catch overruns.
+
+Any damage is reported at ``free``, ``realloc`` or :meth:`Debugger.check` as
+:class:`~arenas.errors.HeapCorruption`, naming the block's address, size and
+allocating thread, and the damaged block is *not* freed.
+:meth:`Debugger.report_leaks` lists the live blocks.
+
+Locking: ``blocks`` and ``freed`` are guarded by ``Debugger.lock``; the
+wrapped functions are called outside it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .errors import DoubleFree, HeapCorruption, InvalidPointer
+
+__all__ = ["Debugger", "Leak"]
+
+INTEGRITY = 0x5A17_AB1E_C0DE_F00D
+FILL_NEW = 0xCD
+FILL_FREE = 0xDD
+GUARD_BYTE = 0xFD
+HEADER = 16  # integrity word + size word, just below the user bytes
+MASK64 = (1 << 64) - 1
+# How many freed blocks are remembered, so a second free is named as such.
+FREED_MEMORY = 1 << 16
+
+
+@dataclass(frozen=True)
+class Leak:
+    """A block still live when :meth:`Debugger.report_leaks` was asked."""
+
+    addr: int
+    size: int
+    thread: str
+
+    def __str__(self) -> str:
+        return f"{self.size} bytes at {self.addr:#x}, allocated by thread {self.thread!r}"
+
+
+@dataclass(frozen=True)
+class _Record:
+    raw: int
+    size: int
+    thread: str
+
+
+class Debugger:
+    """Debugging versions of malloc, free, realloc, calloc and memalign over inner ones."""
+
+    def __init__(
+        self,
+        malloc: Callable[[int], int],
+        free: Callable[[int], None],
+        memalign: Callable[[int, int], int] | None = None,
+        *,
+        fill_new: int = FILL_NEW,
+        fill_free: int = FILL_FREE,
+        guard: int = 16,
+    ) -> None:
+        for name, value in (("fill_new", fill_new), ("fill_free", fill_free)):
+            if not 0 <= value <= 255:
+                raise ValueError(f"{name} must be a byte value 0..255, got {value}")
+        if not 0 <= guard <= 4096:
+            raise ValueError(f"guard must be 0..4096 bytes, got {guard}")
+        self._malloc = malloc
+        self._free = free
+        self._memalign = memalign
+        self.fill_new = fill_new
+        self.fill_free = fill_free
+        self.guard = guard
+        self._guard_bytes = bytes([GUARD_BYTE]) * guard
+        self.lock = threading.Lock()
+        self.blocks: dict[int, _Record] = {}
+        self.freed: OrderedDict[int, int] = OrderedDict()
+
+    # ----------------------------------------------------------- allocate
+    def malloc(self, size: int) -> int:
+        if size.__class__ is not int or size < 0:
+            raise TypeError(f"size must be a non-negative int, got {size!r}")
+        raw = self._malloc(size + HEADER + self.guard)
+        return self._dress(raw, HEADER, size)
+
+    def memalign(self, alignment: int, size: int) -> int:
+        if self._memalign is None:
+            raise NotImplementedError("the wrapped allocator has no memalign")
+        prefix = max(HEADER, alignment)
+        raw = self._memalign(alignment, size + prefix + self.guard)
+        return self._dress(raw, prefix, size)
+
+    def calloc(self, n: int, size: int) -> int:
+        addr = self.malloc(n * size)
+        ctypes.memset(addr, 0, n * size)
+        return addr
+
+    def _dress(self, raw: int, prefix: int, size: int) -> int:
+        user = raw + prefix
+        header = (ctypes.c_uint64 * 2).from_address(user - HEADER)
+        header[0] = (INTEGRITY ^ user) & MASK64
+        header[1] = size
+        ctypes.memset(user, self.fill_new, size)
+        ctypes.memmove(user + size, self._guard_bytes, self.guard)
+        record = _Record(raw, size, threading.current_thread().name)
+        with self.lock:
+            self.blocks[user] = record
+            self.freed.pop(user, None)
+        return user
+
+    # ---------------------------------------------------------------- free
+    def free(self, addr: int) -> None:
+        user = addr
+        if not user:
+            return
+        with self.lock:
+            record = self.blocks.get(user)
+            if record is None:
+                raise self._not_live(user)
+            self._verify(user, record)
+            del self.blocks[user]
+            self.freed[user] = record.size
+            if len(self.freed) > FREED_MEMORY:
+                self.freed.popitem(last=False)
+        ctypes.memset(user, self.fill_free, record.size)
+        self._free(record.raw)
+
+    def realloc(self, addr: int, size: int) -> int:
+        user = addr
+        if not user:
+            return self.malloc(size)
+        if size == 0:
+            self.free(user)
+            return 0
+        old = self.usable_size(user)
+        new = self.malloc(size)  # may raise: the old block is untouched then
+        ctypes.memmove(new, user, min(old, size))
+        self.free(user)
+        return new
+
+    def _not_live(self, user: int) -> InvalidPointer:
+        if user in self.freed:
+            return DoubleFree(
+                f"free(): double free detected: debug block {user:#x}"
+                f" ({self.freed[user]} bytes) is already free"
+            )
+        return InvalidPointer(f"free(): invalid pointer {user:#x}: not a live debug block")
+
+    # --------------------------------------------------------------- check
+    def _verify(self, user: int, record: _Record) -> None:
+        header = (ctypes.c_uint64 * 2).from_address(user - HEADER)
+        where = f"block {user:#x} ({record.size} bytes, allocated by thread {record.thread!r})"
+        if header[0] != (INTEGRITY ^ user) & MASK64 or header[1] != record.size:
+            raise HeapCorruption(f"integrity word before {where} is corrupted: underrun?")
+        if ctypes.string_at(user + record.size, self.guard) != self._guard_bytes:
+            raise HeapCorruption(f"guard bytes after {where} are overwritten: overrun")
+
+    def usable_size(self, addr: int) -> int:
+        user = addr
+        with self.lock:
+            record = self.blocks.get(user)
+            if record is None:
+                raise self._not_live(user)
+            return record.size
+
+    def check(self) -> None:
+        """Verify every live block's integrity word and guard bytes."""
+        with self.lock:
+            for user, record in self.blocks.items():
+                self._verify(user, record)
+
+    def report_leaks(self) -> list[Leak]:
+        """The live blocks, oldest first, with their sizes and allocating threads."""
+        with self.lock:
+            return [Leak(user, r.size, r.thread) for user, r in self.blocks.items()]
