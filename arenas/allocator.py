@@ -1058,6 +1058,33 @@ class Allocator:
             if state is None or token != state.token:
                 self._flush_cache(cache)
                 del self._caches[token]
+        self._reclaim_orphans()
+
+    def _reclaim_orphans(self) -> None:
+        """In a forked child: return slab blocks that no one holds any more.
+
+        A thread that did not survive the fork may have been carrying blocks
+        between a slab and its cache (a refill, a flush, a block between the
+        cache and the live table).  Nothing can reach them now, and the only
+        thread left is inside ``os.fork``, not the allocator, so every block
+        that is neither live, cached nor free goes back to its slab.
+        """
+        held = set(self._live)
+        for cache in self._caches.values():
+            for cached in cache:
+                held.update(cached)
+        for arena in self._registry.arenas:
+            for slab in arena.slabs.values():
+                free = set(slab.free)
+                orphans = [
+                    addr
+                    for addr in range(slab.base + CHUNK_HDR_SZ, slab.bump, slab.size)
+                    if addr not in held and addr not in free
+                ]
+                if orphans:
+                    slab.free += orphans
+                    slab.nfree += len(orphans)
+                    arena.slab_partial[slab.cls][slab.base] = slab
 
 
 # ------------------------------------------------------------------ fork hooks
