@@ -120,7 +120,7 @@ def view(addr: int, size: int | None = None) -> memoryview:
     return (_default or default_allocator()).view(addr, size)
 
 
-def strdup(data: bytes) -> int:
+def strdup(data: bytes | bytearray | memoryview) -> int:
     """A NUL-terminated copy of ``data`` in the default allocator."""
     return (_default or default_allocator()).strdup(data)
 

@@ -423,7 +423,7 @@ class Allocator:
             return mem
         return self._arena_get_retry(arena, nb, alignment, size)
 
-    def strdup(self, data: bytes) -> int:
+    def strdup(self, data: bytes | bytearray | memoryview) -> int:
         """A NUL-terminated copy of ``data`` (any bytes-like object)."""
         if isinstance(data, str):
             raise TypeError("strdup() needs bytes, not str: encode it first")

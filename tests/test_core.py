@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -240,12 +240,13 @@ def test_non_int_sizes_are_type_errors(alloc: Allocator, size: object) -> None:
 
 
 def test_negative_sizes_are_value_errors(alloc: Allocator) -> None:
-    for call in (
+    calls: list[Callable[[], object]] = [
         lambda: alloc.malloc(-1),
         lambda: alloc.calloc(-1, 4),
         lambda: alloc.realloc(0, -5),
         lambda: alloc.memalign(16, -1),
-    ):
+    ]
+    for call in calls:
         with pytest.raises(ValueError, match=">= 0"):
             call()
 
@@ -391,7 +392,7 @@ def test_neighbours_coalesce_in_any_order(alloc: Allocator) -> None:
 
 
 def test_after_every_error_the_allocator_still_works(alloc: Allocator) -> None:
-    errors = [
+    errors: list[Callable[[], object]] = [
         lambda: alloc.malloc(-1),
         lambda: alloc.malloc(2**64),
         lambda: alloc.free(12345),
