@@ -4,15 +4,17 @@ Commands:
   fastpath   (default) the fast-path benchmark: arenas against glibc through
              ctypes, multiprocessing.heap.Heap and a bare Python call, plus
              thread scaling and footprint (see stress/fastpath.py)
+  scaling    aggregate throughput at 1..16 threads, many arenas against
+             arena_max=1 (see stress/scaling.py)
 """
 
 from __future__ import annotations
 
 import sys
 
-from . import fastpath
+from . import fastpath, scaling
 
-COMMANDS = {"fastpath": fastpath.main}
+COMMANDS = {"fastpath": fastpath.main, "scaling": scaling.main}
 
 
 def main(argv: list[str]) -> int:
