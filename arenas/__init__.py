@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import Any
 
 from .allocator import Allocator, Block
 from .errors import AllocatorError, DoubleFree, HeapCorruption, InvalidPointer, OutOfMemory
@@ -63,6 +64,22 @@ __version__ = "0.1.0"
 _default: Allocator | None = None
 _default_lock = threading.Lock()
 
+# The module-level functions.  Once the default allocator exists, these names
+# are rebound to its own (fast) methods, so ``arenas.malloc(n)`` costs exactly
+# what ``Allocator.malloc`` costs.  The functions defined below stay behind as
+# forwarders for code that imported them before first use.
+_API = ("malloc", "free", "calloc", "realloc", "memalign", "usable_size", "view", "strdup")
+
+
+def _bind_module_api(allocator: Allocator) -> None:
+    if allocator is not _default:
+        return
+    namespace = globals()
+    for name in _API:
+        # A closed default allocator hands the names back to the forwarders,
+        # so the next call makes a new one, as the first call did.
+        namespace[name] = _FORWARDERS[name] if allocator.closed else getattr(allocator, name)
+
 
 def default_allocator() -> Allocator:
     """The allocator behind the module-level functions, created on first use."""
@@ -74,6 +91,7 @@ def default_allocator() -> Allocator:
             if allocator is None or allocator.closed:
                 allocator = Allocator(**parse_tunables(os.environ.get("ARENAS_TUNABLES", "")))
                 _default = allocator
+                allocator.on_rebind(_bind_module_api)
     return allocator
 
 
@@ -85,44 +103,55 @@ def _reset_default_lock() -> None:
 os.register_at_fork(after_in_child=_reset_default_lock)
 
 
+def _current(name: str) -> Any:
+    """The module-level function ``name`` as bound now (for the forwarders)."""
+    allocator = _default
+    if allocator is None or allocator.closed:
+        default_allocator()
+    return globals()[name]
+
+
 def malloc(size: int) -> int:
     """Allocate ``size`` bytes from the default allocator; return the address."""
-    return (_default or default_allocator()).malloc(size)
+    return _current("malloc")(size)  # type: ignore[no-any-return]
 
 
 def free(addr: int) -> None:
     """Free a block of the default allocator; ``free(0)`` does nothing."""
-    (_default or default_allocator()).free(addr)
+    _current("free")(addr)
 
 
 def calloc(n: int, size: int) -> int:
     """Allocate ``n * size`` zeroed bytes; an overflowing product raises ``OutOfMemory``."""
-    return (_default or default_allocator()).calloc(n, size)
+    return _current("calloc")(n, size)  # type: ignore[no-any-return]
 
 
 def realloc(addr: int, size: int) -> int:
     """Resize a block: ``realloc(0, n)`` mallocs, ``realloc(p, 0)`` frees and returns 0."""
-    return (_default or default_allocator()).realloc(addr, size)
+    return _current("realloc")(addr, size)  # type: ignore[no-any-return]
 
 
 def memalign(alignment: int, size: int) -> int:
     """Allocate ``size`` bytes aligned to ``alignment`` (a power of two)."""
-    return (_default or default_allocator()).memalign(alignment, size)
+    return _current("memalign")(alignment, size)  # type: ignore[no-any-return]
 
 
 def usable_size(addr: int) -> int:
     """How many bytes the block at ``addr`` can hold."""
-    return (_default or default_allocator()).usable_size(addr)
+    return _current("usable_size")(addr)  # type: ignore[no-any-return]
 
 
 def view(addr: int, size: int | None = None) -> memoryview:
     """A writable memoryview of the block at ``addr``, bounded to the block."""
-    return (_default or default_allocator()).view(addr, size)
+    return _current("view")(addr, size)  # type: ignore[no-any-return]
 
 
 def strdup(data: bytes | bytearray | memoryview) -> int:
     """A NUL-terminated copy of ``data`` in the default allocator."""
-    return (_default or default_allocator()).strdup(data)
+    return _current("strdup")(data)  # type: ignore[no-any-return]
+
+
+_FORWARDERS = {name: globals()[name] for name in _API}
 
 
 def stats() -> Stats:

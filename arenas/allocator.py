@@ -231,6 +231,8 @@ class Allocator:
         self._main_hi = main_heap.base + main_heap.max_size
         self._tls: Any = threading.local()
         self._closed = False
+        # Told whenever the bound fast paths change (see _install_fast_paths).
+        self._rebind_observers: list[Callable[[Allocator], None]] = []
         self._debugger: Debugger | None = None
         if debug:
             self._debugger = Debugger(
@@ -881,17 +883,34 @@ class Allocator:
 
     # ============================================================ fast paths
     def _install_fast_paths(self) -> None:
-        """Bind this instance's ``malloc`` and ``free`` to the fastest version that applies.
+        """Rebind this instance's methods for its current settings; tell the observers."""
+        for name in self._REBOUND:
+            self.__dict__.pop(name, None)
+        try:
+            self._bind_fast_paths()
+        finally:
+            for observer in self._rebind_observers:
+                observer(self)
+
+    def on_rebind(self, observer: Callable[[Allocator], None]) -> None:
+        """Call ``observer(self)`` now and whenever the bound methods change.
+
+        The module-level functions use this to hold the default allocator's
+        bound methods directly, with no extra call in between.
+        """
+        self._rebind_observers.append(observer)
+        observer(self)
+
+    def _bind_fast_paths(self) -> None:
+        """Bind ``malloc`` and ``free`` (and more in debug mode) to the fastest versions.
 
         The methods of the class are the reference implementation.  The
         closures below repeat only their first lines, a thread-cache hit, with
         every name they touch held in a closure cell instead of looked up on
-        ``self``; anything else falls through to the class methods.  With
-        ``perturb`` set, filling versions are bound instead, so an allocator
-        without perturb pays nothing for the feature.
+        ``self``; anything else falls through to the class methods.  In debug
+        mode the Debugger's methods are bound; with ``perturb`` set, filling
+        versions are.  An allocator without those pays nothing for them.
         """
-        for name in self._REBOUND:
-            self.__dict__.pop(name, None)
         debugger = self._debugger
         if debugger is not None:
             self.malloc = debugger.malloc  # type: ignore[method-assign]
@@ -988,6 +1007,8 @@ class Allocator:
             self._tls = _Closed()
             for name in self._REBOUND:
                 self.__dict__.pop(name, None)
+            for observer in self._rebind_observers:
+                observer(self)
             arenas = list(self._registry.arenas)
         for arena in arenas:
             with arena.lock:

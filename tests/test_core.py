@@ -408,3 +408,22 @@ def test_after_every_error_the_allocator_still_works(alloc: Allocator) -> None:
         addr = alloc.malloc(100)
         alloc.free(addr)
         alloc.check()
+
+
+def test_module_functions_bind_to_the_default_allocator() -> None:
+    import arenas as mod
+
+    early = mod._FORWARDERS["malloc"]  # what `from arenas import malloc` gives before first use
+    addr = early(10)  # forwards, creating the default allocator if needed
+    default = mod.default_allocator()
+    assert mod.malloc is default.malloc  # no extra call in between
+    mod.free(addr)
+    default.mallopt("tcache_count", 5)  # new fast paths are bound again
+    assert mod.malloc is default.malloc
+    default.mallopt("tcache_count", 32)
+    default.close()  # the names fall back to the forwarders ...
+    assert mod.malloc is mod._FORWARDERS["malloc"]
+    addr = mod.malloc(10)  # ... and the next call makes a new default allocator
+    assert mod.default_allocator() is not default
+    assert mod.malloc is mod.default_allocator().malloc
+    mod.free(addr)
