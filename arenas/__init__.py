@@ -34,6 +34,7 @@ from typing import Any
 
 from .allocator import Allocator, Block
 from .errors import AllocatorError, DoubleFree, HeapCorruption, InvalidPointer, OutOfMemory
+from .hooks import set_mem_functions
 from .stats import ArenaStats, Stats
 from .tunables import parse_tunables
 
@@ -53,6 +54,7 @@ __all__ = [
     "malloc",
     "memalign",
     "realloc",
+    "set_mem_functions",
     "stats",
     "strdup",
     "usable_size",
@@ -71,14 +73,30 @@ _default_lock = threading.Lock()
 _API = ("malloc", "free", "calloc", "realloc", "memalign", "usable_size", "view", "strdup")
 
 
+# While replacement functions are in play (see hooks.set_mem_functions), these
+# names are bound to hooks' dispatching functions instead.
+_replaced: dict[str, Any] | None = None
+
+
 def _bind_module_api(allocator: Allocator) -> None:
     if allocator is not _default:
         return
     namespace = globals()
     for name in _API:
-        # A closed default allocator hands the names back to the forwarders,
-        # so the next call makes a new one, as the first call did.
-        namespace[name] = _FORWARDERS[name] if allocator.closed else getattr(allocator, name)
+        if _replaced is not None and name in _replaced:
+            namespace[name] = _replaced[name]
+        elif allocator.closed:
+            # The forwarders make a new default allocator on the next call.
+            namespace[name] = _FORWARDERS[name]
+        else:
+            namespace[name] = getattr(allocator, name)
+
+
+def _bind_replacements(replaced: dict[str, Any] | None) -> None:
+    """Called by hooks: bind the module names to ``replaced``, or back to the allocator."""
+    global _replaced
+    _replaced = replaced
+    _bind_module_api(default_allocator())
 
 
 def default_allocator() -> Allocator:

@@ -1,0 +1,223 @@
+"""Issue 5: set_mem_functions and the ready-made replacements (counting, tracing, debugging)."""
+
+from __future__ import annotations
+
+import ctypes
+import gzip
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import arenas
+from arenas import HeapCorruption, InvalidPointer, OutOfMemory, hooks
+
+
+@pytest.fixture(autouse=True)
+def restore_defaults() -> Iterator[None]:
+    yield
+    hooks.set_mem_functions(None, None, None)
+
+
+def test_all_three_or_none() -> None:
+    c = hooks.counting()
+    for args in ((c.malloc, None, None), (None, c.realloc, c.free), (c.malloc, c.realloc, None)):
+        with pytest.raises(ValueError, match="all three"):
+            hooks.set_mem_functions(*args)
+    with pytest.raises(TypeError, match="callable"):
+        hooks.set_mem_functions(c.malloc, c.realloc, 5)  # type: ignore[arg-type]
+    assert arenas.malloc is arenas.default_allocator().malloc  # nothing changed
+
+
+def test_the_realloc_contract_is_checked() -> None:
+    inner = arenas.Allocator()
+
+    def realloc_that_never_frees(addr: int, size: int) -> int:
+        return addr or inner.malloc(max(size, 1))
+
+    def realloc_that_cannot_malloc(addr: int, size: int) -> int:
+        return 0
+
+    with pytest.raises(ValueError, match=r"realloc_fn\(p, 0\) must act as free"):
+        hooks.set_mem_functions(inner.malloc, realloc_that_never_frees, inner.free)
+    with pytest.raises(ValueError, match=r"realloc_fn\(0, n\) must act as malloc"):
+        hooks.set_mem_functions(inner.malloc, realloc_that_cannot_malloc, inner.free)
+    assert arenas.malloc is arenas.default_allocator().malloc
+
+
+def test_replacement_redirects_malloc_calloc_realloc_strdup_free() -> None:
+    seen: list[str] = []
+    inner = arenas.Allocator()
+
+    def my_malloc(size: int) -> int:
+        seen.append("malloc")
+        return inner.malloc(size)
+
+    def my_realloc(addr: int, size: int) -> int:
+        seen.append("realloc")
+        return inner.realloc(addr, size)
+
+    def my_free(addr: int) -> None:
+        seen.append("free")
+        inner.free(addr)
+
+    arenas.set_mem_functions(my_malloc, my_realloc, my_free)
+    seen.clear()  # the contract probe made two realloc calls
+    p = arenas.malloc(10)
+    z = arenas.calloc(4, 4)
+    assert ctypes.string_at(z, 16) == bytes(16)
+    s = arenas.strdup(b"hey")
+    assert ctypes.string_at(s, 4) == b"hey\0"
+    p = arenas.realloc(p, 100)
+    for addr in (p, z, s):
+        arenas.free(addr)
+    assert seen == ["malloc", "malloc", "malloc", "realloc", "free", "free", "free"]
+    with pytest.raises(OutOfMemory, match="overflows"):
+        arenas.calloc(2**40, 2**40)
+    with pytest.raises(TypeError):
+        arenas.strdup("text")  # type: ignore[arg-type]
+
+
+def test_restoring_defaults_restores_the_fast_path() -> None:
+    c = hooks.counting()
+    c.install()
+    assert arenas.malloc is not arenas.default_allocator().malloc
+    arenas.free(arenas.malloc(10))
+    c.uninstall()
+    assert arenas.malloc is arenas.default_allocator().malloc
+
+
+def test_blocks_never_reach_the_wrong_free() -> None:
+    before = arenas.malloc(32)  # the default functions' block
+    c = hooks.counting(arenas.Allocator())
+    c.install()
+    with pytest.raises(InvalidPointer, match="default functions, before"):
+        arenas.free(before)
+    with pytest.raises(InvalidPointer, match=r"default functions|not allocated"):
+        arenas.realloc(before, 64)
+    mine = arenas.malloc(16)
+    hooks.set_mem_functions(None, None, None)
+    with pytest.raises(InvalidPointer, match=r"replacement #\d+ \(Counting.malloc\)"):
+        arenas.free(mine)
+    arenas.free(before)  # the default functions' block goes to the default free
+    assert c.allocated == 16  # the counting set's block was not freed behind its back
+    c2 = hooks.counting(arenas.Allocator())
+    c2.install()
+    with pytest.raises(InvalidPointer, match=r"allocated by replacement #\d+"):
+        arenas.free(mine)  # not the second set's either
+    arenas.free(arenas.malloc(8))  # both sets still work
+
+
+def test_counting_exact_totals() -> None:
+    c = hooks.counting(arenas.Allocator())
+    c.install()
+    p = arenas.malloc(100)
+    q = arenas.calloc(3, 7)
+    assert c.allocated == 121
+    p = arenas.realloc(p, 40)
+    assert c.allocated == 61
+    s = arenas.strdup(b"12345")
+    assert c.allocated == 67
+    assert arenas.realloc(q, 0) == 0
+    assert c.allocated == 46
+    arenas.free(p)
+    arenas.free(s)
+    assert c.allocated == 0
+    assert c.peak == 121
+
+
+def test_counting_in_eight_threads() -> None:
+    c = hooks.counting(arenas.Allocator())
+    c.install()
+    held: list[list[int]] = [[] for _ in range(8)]
+    gate = threading.Barrier(8)
+
+    def work(k: int) -> None:
+        gate.wait()
+        for i in range(200):
+            addr = arenas.malloc(10 + i)
+            if i % 2:
+                arenas.free(addr)
+            else:
+                held[k].append(addr)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    expected = 8 * sum(10 + i for i in range(0, 200, 2))
+    assert c.allocated == expected
+    for mine in held:
+        for addr in mine:
+            arenas.free(addr)
+    assert c.allocated == 0
+
+
+@pytest.mark.parametrize("name", ["trace.txt", "trace.txt.gz"])
+def test_tracing_writes_a_valid_order_across_threads(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    with hooks.tracing(str(path), arenas.Allocator()) as tracer:
+        tracer.install()
+        gate = threading.Barrier(8)
+
+        def work_own(_: int) -> None:
+            gate.wait()
+            own: list[int] = []
+            for size in range(1, 50):
+                own.append(arenas.realloc(arenas.malloc(size), size * 2))
+            for addr in own:
+                arenas.free(addr)
+
+        threads = [threading.Thread(target=work_own, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        tracer.calloc(2, 3)
+        hooks.set_mem_functions(None, None, None)
+    opener = gzip.open if name.endswith(".gz") else open
+    with opener(path, "rt") as fh:
+        lines = [line.split() for line in fh]
+    live: dict[int, int] = {}
+    tids = set()
+    for fields in lines:
+        tid, op = int(fields[0]), fields[1]
+        tids.add(tid)
+        if op == "m":
+            addr = int(fields[3], 16)
+            assert addr not in live
+            live[addr] = int(fields[2])
+        elif op == "c":
+            live[int(fields[4], 16)] = int(fields[2]) * int(fields[3])
+        elif op == "r":
+            old, size, new = int(fields[2], 16), int(fields[3]), int(fields[4], 16)
+            if old:
+                assert old in live, "a realloc of a block not live in the trace"
+                del live[old]
+            if new:
+                assert new not in live
+                live[new] = size
+        elif op == "f":
+            addr = int(fields[2], 16)
+            assert addr in live, "a free of a block not live in the trace"
+            del live[addr]
+    assert tids == set(range(len(tids))) and len(tids) >= 8  # renumbered 0..N-1
+    assert list(live.values()) == [6]  # only the calloc is left
+
+
+def test_debugging_hook_catches_an_overrun_at_free() -> None:
+    d = hooks.debugging(arenas.Allocator())
+    arenas.set_mem_functions(d.malloc, d.realloc, d.free)
+    addr = arenas.malloc(24)
+    assert ctypes.string_at(addr, 24) == b"\xcd" * 24
+    ctypes.memset(addr, 0x41, 25)
+    with pytest.raises(HeapCorruption, match="overrun"):
+        arenas.free(addr)
+    ctypes.memset(addr + 24, 0xFD, 1)
+    arenas.free(addr)
+    leak = arenas.malloc(7)
+    assert [(x.addr, x.size) for x in d.report_leaks()] == [(leak, 7)]
+    arenas.free(leak)
+    d.check()
