@@ -1,33 +1,271 @@
-"""Entry point: ``python -m stress [command] [options]``.
+"""``python -m stress``: drive allocators hard and report what happened.
 
-Commands:
-  fastpath   (default) the fast-path benchmark: arenas against glibc through
-             ctypes, multiprocessing.heap.Heap and a bare Python call, plus
-             thread scaling and footprint (see stress/fastpath.py)
-  scaling    aggregate throughput at 1..16 threads, many arenas against
-             arena_max=1 (see stress/scaling.py)
+Commands (``python -m stress COMMAND --help`` for each):
+
+  campaign   (the default) workloads x allocators x thread counts, then the
+             shipped traces replayed through arenas and glibc; a table, and
+             optionally JSON and PNG plots
+  list       the workloads, allocators and shipped traces
+  run        one workload on chosen allocators and thread counts
+  record     record a program's malloc calls:  record -o FILE -- COMMAND...
+  replay     replay a trace through an allocator (and glibc, for comparison)
+  fastpath   the fast-path benchmark (arenas vs glibc via ctypes, per call)
+  scaling    throughput at 1..16 threads, many arenas against one
+
+Bad arguments and unreadable traces print one line and exit with code 2.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import subprocess
 import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
 
 from . import fastpath, scaling
+from .adapters import ADAPTERS
+from .metrics import RunResult
+from .record import RecordError, record
+from .report import plot, summary, table, to_json
+from .trace import TraceError, replay
+from .workloads import WORKLOADS, run_workload
 
-COMMANDS = {"fastpath": fastpath.main, "scaling": scaling.main}
+TRACES = Path(__file__).parent / "traces"
+DEFAULT_ALLOCATORS = list(ADAPTERS)
+
+
+class UsageError(Exception):
+    """Bad input from the command line: reported in one line, exit code 2."""
+
+
+def _progress(done: int, total: int, label: str) -> None:
+    width = 30
+    filled = width * done // total
+    print(
+        f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label:<40}",
+        end="" if done < total else "\n",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _csv(text: str, known: Sequence[str], what: str) -> list[str]:
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    bad = [x for x in items if x not in known]
+    if bad or not items:
+        raise UsageError(
+            f"unknown {what} {', '.join(bad) or repr(text)}; known: {', '.join(known)}"
+        )
+    return items
+
+
+def _threads(text: str) -> list[int]:
+    try:
+        counts = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--threads needs comma-separated integers, not {text!r}") from None
+    if not counts or min(counts) < 1 or max(counts) > 256:
+        raise UsageError("thread counts must be between 1 and 256")
+    return counts
+
+
+def _runs(
+    workloads: list[str], allocators: list[str], threads: list[int], scale: float
+) -> list[RunResult]:
+    total = len(workloads) * len(allocators) * len(threads)
+    results: list[RunResult] = []
+    done = 0
+    for wl in workloads:
+        for n in threads:
+            for alloc in allocators:
+                _progress(done, total, f"{wl} / {alloc} / {n} threads")
+                results.append(run_workload(wl, alloc, n, scale))
+                done += 1
+    _progress(total, total, "done")
+    return results
+
+
+def _emit(results: list[RunResult], args: argparse.Namespace) -> None:
+    print(table(results))
+    if any(r.allocator == "glibc" for r in results):
+        print()
+        print(summary(results))
+    if args.json:
+        to_json(results, args.json)
+        print(f"\nJSON: {args.json}")
+    if args.plots:
+        for path in plot(results, args.plots):
+            print(f"plot: {path}")
+
+
+# ------------------------------------------------------------------ commands
+def cmd_list(args: argparse.Namespace) -> int:
+    print("workloads:  " + ", ".join(WORKLOADS))
+    print("allocators: " + ", ".join(ADAPTERS))
+    traces = sorted(p.name for p in TRACES.glob("*.trace*"))
+    print("traces:     " + (", ".join(traces) or "(none)"))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    workloads = _csv(args.workload, list(WORKLOADS), "workload")
+    allocators = _csv(args.allocator, list(ADAPTERS), "allocator")
+    _emit(_runs(workloads, allocators, _threads(args.threads), args.scale), args)
+    return 0
+
+
+def cmd_campaign(args: argparse.Namespace) -> int:
+    scale = 0.05 if args.quick else args.scale
+    threads = [1, 2] if args.quick else _threads(args.threads)
+    started = time.perf_counter()
+    results = _runs(list(WORKLOADS), DEFAULT_ALLOCATORS, threads, scale)
+    _emit(results, args)
+    traces = sorted(TRACES.glob("*.trace*"))
+    if traces:
+        print("\nShipped traces, replayed (fragmentation = footprint / live at the live peak):")
+        print("| trace | events | threads | arenas ops/s | arenas frag | glibc frag |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for path in traces[:1] if args.quick else traces:
+            ours, plan, _ = replay(path, "arenas")
+            theirs = _replay_elsewhere(path, "glibc")
+            print(
+                f"| {path.name} | {plan.events:,} | {len(plan.threads)} | {ours.ops_per_s:,.0f}"
+                f" | {ours.fragmentation:.2f} | {theirs.get('fragmentation', 0.0):.2f} |"
+            )
+    print(f"\ncampaign took {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    try:
+        rec = record(args.output, command)
+    except RecordError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"{rec.path}: {rec.events:,} events, {rec.threads} threads (exit code {rec.exit_code})")
+    for other in rec.others:
+        print(f"  another process: {other}")
+    return 0
+
+
+def _replay_elsewhere(path: Path, allocator: str) -> dict[str, float]:
+    """Replay in a fresh process, so glibc's figures are not mixed with ours."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stress",
+            "replay",
+            str(path),
+            "--allocator",
+            allocator,
+            "--json",
+            "-",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+    )
+    if proc.returncode:
+        raise UsageError(f"replaying {path.name} through {allocator} failed: {proc.stderr.strip()}")
+    data: dict[str, float] = json.loads(proc.stdout)
+    return data
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    allocator = _csv(args.allocator, list(ADAPTERS), "allocator")[0]
+    result, plan, left = replay(args.trace, allocator)
+    if left != plan.live_bytes_at_end:
+        raise UsageError(
+            f"accounting mismatch: {left} bytes left live, trace says {plan.live_bytes_at_end}"
+        )
+    if args.json == "-":
+        print(json.dumps({**asdict(result), "timeline": [], "events": plan.events}))
+        return 0
+    print(
+        f"{Path(args.trace).name} through {allocator}: {plan.events:,} events in"
+        f" {len(plan.threads)} threads, {result.ops_per_s:,.0f} ops/s; peak live"
+        f" {result.peak_live:,} B, footprint there {result.fragmentation:.2f}x;"
+        f" {len(plan.live_at_end)} blocks ({left:,} B) left live by the trace, as it says"
+    )
+    if args.compare_glibc and allocator != "glibc":
+        theirs = _replay_elsewhere(Path(args.trace), "glibc")
+        print(
+            "glibc on the same trace (separate process): footprint"
+            f" {theirs['fragmentation']:.2f}x live"
+        )
+    if args.json:
+        to_json([result], args.json)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m stress",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="cmd")
+    sub.add_parser("list", help="workloads, allocators, traces")
+
+    def outputs(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--json", metavar="FILE", help="write the results as JSON")
+        sp.add_argument("--plots", metavar="DIR", help="write PNG plots into DIR")
+
+    run = sub.add_parser("run", help="one workload (or a comma list)")
+    run.add_argument("workload")
+    run.add_argument("--allocator", default=",".join(DEFAULT_ALLOCATORS))
+    run.add_argument("--threads", default="1,4")
+    run.add_argument("--scale", type=float, default=1.0)
+    outputs(run)
+
+    camp = sub.add_parser("campaign", help="the default campaign (about a minute)")
+    camp.add_argument("--threads", default="1,4")
+    camp.add_argument("--scale", type=float, default=1.6)
+    camp.add_argument("--quick", action="store_true", help="a tiny version, for tests")
+    outputs(camp)
+
+    rec = sub.add_parser("record", help="record -o FILE -- COMMAND...")
+    rec.add_argument("-o", "--output", required=True)
+    rec.add_argument("command", nargs=argparse.REMAINDER)
+
+    rep = sub.add_parser("replay", help="replay a trace")
+    rep.add_argument("trace")
+    rep.add_argument("--allocator", default="arenas")
+    rep.add_argument("--compare-glibc", action="store_true")
+    rep.add_argument("--json", metavar="FILE", help="FILE, or - for one JSON line on stdout")
+
+    sub.add_parser("fastpath", help="the fast-path benchmark", add_help=False)
+    sub.add_parser("scaling", help="arena scaling benchmark", add_help=False)
+    return p
+
+
+COMMANDS = {
+    "list": cmd_list,
+    "run": cmd_run,
+    "campaign": cmd_campaign,
+    "record": cmd_record,
+    "replay": cmd_replay,
+}
 
 
 def main(argv: list[str]) -> int:
-    if argv and argv[0] in ("-h", "--help"):
-        print(__doc__)
-        return 0
-    command = "fastpath"
-    if argv and not argv[0].startswith("-"):
-        command, argv = argv[0], argv[1:]
-    if command not in COMMANDS:
-        print(f"python -m stress: unknown command {command!r}; try --help", file=sys.stderr)
+    if argv and argv[0] in ("fastpath", "scaling"):
+        return (fastpath.main if argv[0] == "fastpath" else scaling.main)(argv[1:])
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        argv = ["campaign", *argv]  # options alone: the default campaign's
+    args = parser().parse_args(argv)
+    try:
+        if getattr(args, "scale", 1.0) <= 0:
+            raise UsageError("--scale must be positive")
+        return COMMANDS[args.cmd](args)
+    except (UsageError, TraceError, ValueError) as exc:
+        print(f"python -m stress {args.cmd}: {exc}", file=sys.stderr)
         return 2
-    return COMMANDS[command](argv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,218 @@
+"""Traces: one allocator event a line, and their replay through any adapter.
+
+The format (gzip allowed; addresses in hex or decimal)::
+
+    <tid> m <size> <addr>          malloc
+    <tid> c <n> <size> <addr>      calloc
+    <tid> r <old> <size> <new>     realloc (old 0: a malloc; size 0 and new 0: a free)
+    <tid> f <addr>                 free
+    <tid> a <align> <size> <addr>  memalign / posix_memalign / aligned_alloc
+
+Thread ids are 0..N-1, 0 being the main thread.  The file's order is a valid
+global order of the events (the recorder logs under one lock), so a first
+pass resolves every free and realloc to the allocation it refers to, even
+though addresses are reused.  :func:`replay` then runs one Python thread per
+traced thread, keeping each thread's order, and a free waits until the
+allocation it frees has happened (it may be in another thread).  Every
+replayed block is stamped and checked like any workload's.
+
+Locking: the resolved plan is read-only while replaying; each allocation has
+its own ``threading.Event`` that its owner sets once the block exists.
+"""
+
+from __future__ import annotations
+
+import gzip
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .adapters import Adapter, make_adapter
+from .metrics import Recorder, RunResult
+from .workloads import Block, Worker
+
+__all__ = ["Event", "Plan", "TraceError", "parse", "read_events", "replay"]
+
+
+class TraceError(ValueError):
+    """The trace cannot be read or is not consistent."""
+
+
+@dataclass(frozen=True)
+class Event:
+    tid: int
+    op: str  # m c r f a
+    size: int  # requested bytes (n * size for calloc); 0 for a free
+    align: int  # memalign's alignment, else 0
+    alloc: int  # id of the allocation this event creates, or -1
+    frees: int  # id of the allocation this event frees, or -1
+
+
+@dataclass
+class Plan:
+    """A trace resolved into allocation ids, per thread."""
+
+    threads: dict[int, list[Event]] = field(default_factory=dict)
+    allocations: int = 0
+    events: int = 0
+    live_at_end: dict[int, int] = field(default_factory=dict)  # alloc id -> size
+    peak_live: int = 0
+
+    @property
+    def live_bytes_at_end(self) -> int:
+        return sum(self.live_at_end.values())
+
+
+def _open(path: str | Path) -> Iterator[str]:
+    path = Path(path)
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rt", encoding="ascii") as fh:
+                yield from fh
+        else:
+            with open(path, encoding="ascii") as fh:
+                yield from fh
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise TraceError(f"cannot read trace {str(path)!r}: {exc}") from None
+
+
+def read_events(path: str | Path) -> Iterator[tuple[int, str, list[int]]]:
+    """Yield ``(tid, op, numbers)`` for each line, checking its shape."""
+    arity = {"m": 2, "c": 3, "r": 3, "f": 1, "a": 3}
+    for lineno, line in enumerate(_open(path), 1):
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        try:
+            tid, op = int(fields[0]), fields[1]
+            numbers = [int(x, 0) for x in fields[2:]]
+        except (ValueError, IndexError):
+            raise TraceError(f"{path}:{lineno}: not a trace line: {line.strip()!r}") from None
+        if op not in arity or len(numbers) != arity[op] or tid < 0 or min(numbers, default=0) < 0:
+            raise TraceError(f"{path}:{lineno}: malformed event: {line.strip()!r}")
+        yield tid, op, numbers
+
+
+def parse(path: str | Path) -> Plan:
+    """Resolve a trace: which allocation each free and realloc refers to."""
+    plan = Plan()
+    live: dict[int, tuple[int, int]] = {}  # trace address -> (alloc id, size)
+    live_bytes = 0
+
+    def new_alloc(addr: int, size: int) -> int:
+        nonlocal live_bytes
+        ident = plan.allocations
+        plan.allocations += 1
+        if addr in live:
+            raise TraceError(f"{path}: address {addr:#x} allocated twice without a free")
+        live[addr] = (ident, size)
+        live_bytes += size
+        plan.peak_live = max(plan.peak_live, live_bytes)
+        return ident
+
+    def release(addr: int, what: str) -> int:
+        nonlocal live_bytes
+        if addr not in live:
+            raise TraceError(f"{path}: {what} of {addr:#x}, which is not live in the trace")
+        ident, size = live.pop(addr)
+        live_bytes -= size
+        return ident
+
+    for tid, op, nums in read_events(path):
+        plan.events += 1
+        if op == "m":
+            event = Event(tid, op, nums[0], 0, new_alloc(nums[1], nums[0]) if nums[1] else -1, -1)
+        elif op == "c":
+            size = nums[0] * nums[1]
+            event = Event(tid, op, size, 0, new_alloc(nums[2], size) if nums[2] else -1, -1)
+        elif op == "a":
+            event = Event(
+                tid, op, nums[1], nums[0], new_alloc(nums[2], nums[1]) if nums[2] else -1, -1
+            )
+        elif op == "f":
+            event = Event(tid, op, 0, 0, -1, release(nums[0], "free"))
+        else:  # r
+            old, size, new = nums
+            if old and not new and size:
+                continue  # a failed realloc: nothing changed
+            frees = release(old, "realloc") if old else -1
+            alloc = new_alloc(new, size) if new else -1
+            event = Event(tid, op, size, 0, alloc, frees)
+        plan.threads.setdefault(tid, []).append(event)
+    plan.live_at_end = dict(live.values())
+    return plan
+
+
+def replay(
+    path: str | Path, allocator: str | Adapter, timeout: float = 30.0
+) -> tuple[RunResult, Plan, int]:
+    """Replay a trace; return the run's metrics, the plan, and the bytes left live.
+
+    The bytes left live must equal ``plan.live_bytes_at_end``: every
+    allocation is either freed by the trace or reported live (and then freed
+    here, so the adapter ends clean).
+    """
+    plan = parse(path)
+    adapter = make_adapter(allocator) if isinstance(allocator, str) else allocator
+    blocks: list[Block | None] = [None] * plan.allocations
+    ready = [threading.Event() for _ in range(plan.allocations)]
+    errors: list[BaseException] = []
+    try:
+        with Recorder(adapter.footprint) as recorder:
+
+            def run_thread(events: list[Event], w: Worker) -> None:
+                try:
+                    for ev in events:
+                        old: Block | None = None
+                        if ev.frees >= 0:
+                            if not ready[ev.frees].wait(timeout):
+                                raise TraceError(
+                                    f"replay stalled waiting for allocation {ev.frees}"
+                                )
+                            old = blocks[ev.frees]
+                            blocks[ev.frees] = None
+                        if ev.op == "f":
+                            assert old is not None
+                            w.free(old)
+                            continue
+                        if ev.op == "r" and old is not None:
+                            if ev.alloc < 0:  # realloc(p, 0): a free
+                                w.free(old)
+                                continue
+                            new = w.realloc(old, ev.size)
+                        elif ev.alloc < 0:
+                            continue  # a failed allocation in the trace
+                        elif ev.op == "a" and ev.align > 16:
+                            new = w.memalign(ev.align, ev.size)
+                        else:
+                            new = w.malloc(ev.size)
+                        blocks[ev.alloc] = new
+                        ready[ev.alloc].set()
+                except BaseException as exc:
+                    errors.append(exc)
+
+            pool = [
+                threading.Thread(
+                    target=run_thread, args=(events, Worker(adapter, recorder.thread(), tid))
+                )
+                for tid, events in sorted(plan.threads.items())
+            ]
+            for t in pool:
+                t.start()
+            for t in pool:
+                t.join()
+        if errors:
+            raise errors[0]
+        result = recorder.result(
+            Path(path).name, adapter.name, len(plan.threads), adapter.arena_stats()
+        )
+        left = [b for b in blocks if b is not None]
+        left_bytes = sum(b[1] for b in left)
+        cleaner = Worker(adapter, recorder.thread(), 0)
+        for block in left:
+            cleaner.free(block)
+        return result, plan, left_bytes
+    finally:
+        if isinstance(allocator, str):
+            adapter.close()

@@ -1,0 +1,169 @@
+"""Issue 7: the stress suite's workloads, adapters, traces, recorder and command line."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stress.adapters import ADAPTERS, BytearrayAdapter, make_adapter
+from stress.trace import TraceError, parse, replay
+from stress.workloads import WORKLOADS, BlockDamaged, run_workload
+
+ROOT = Path(__file__).resolve().parent.parent
+TRACES = sorted((ROOT / "stress" / "traces").glob("*.trace.gz"))
+
+
+@pytest.mark.parametrize("workload", list(WORKLOADS))
+def test_each_workload_on_each_adapter(workload: str) -> None:
+    for allocator in ADAPTERS:
+        threads = 1 if workload == "malloc-large" else 3
+        result = run_workload(workload, allocator, threads=threads, scale=0.02)
+        assert result.ops > 0 and result.ops_per_s > 0
+        assert result.allocator == allocator
+        if allocator.startswith("arenas"):
+            assert result.arenas  # the per-arena distribution is reported
+
+
+class OverlappingAdapter(BytearrayAdapter):
+    """A broken allocator: every other block is the previous block again."""
+
+    name = "broken"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last = 0
+        self.count = 0
+
+    def malloc(self, size: int) -> int:
+        self.count += 1
+        if self.count % 2 == 0 and self.last and len(self._live[self.last]) >= size:
+            return self.last
+        self.last = super().malloc(size)
+        return self.last
+
+    def free(self, addr: int) -> None:
+        if addr in self._live:
+            super().free(addr)
+
+
+def test_a_broken_allocator_is_caught() -> None:
+    with pytest.raises(BlockDamaged, match="lost its contents"):
+        run_workload("glibc-simple", OverlappingAdapter(), threads=1, scale=0.05)
+
+
+@pytest.mark.parametrize("trace", TRACES, ids=lambda p: p.name)
+def test_shipped_traces_replay_with_exact_accounting(trace: Path) -> None:
+    plan = parse(trace)
+    assert plan.events > 0 and plan.allocations > 0
+    for allocator in ("arenas", "glibc"):
+        result, plan, left = replay(trace, allocator)
+        assert left == plan.live_bytes_at_end  # every block freed, or live as the trace says
+        replayable = [e for events in plan.threads.values() for e in events]
+        skipped = sum(1 for e in replayable if e.alloc < 0 and e.frees < 0)
+        assert result.ops == len(replayable) - skipped  # every event replayed once
+    assert sum(f.stat().st_size for f in TRACES) < 5 << 20
+
+
+def test_trace_errors_are_clear(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.trace"
+    bad.write_text("0 m 10 0x10\n0 f 0x20\n")
+    with pytest.raises(TraceError, match="not live"):
+        parse(bad)
+    bad.write_text("0 z 1 2\n")
+    with pytest.raises(TraceError, match="malformed"):
+        parse(bad)
+    (tmp_path / "notgz.trace.gz").write_text("plain")
+    with pytest.raises(TraceError, match="cannot read"):
+        parse(tmp_path / "notgz.trace.gz")
+    with pytest.raises(TraceError, match="cannot read"):
+        parse(tmp_path / "missing.trace")
+
+
+def test_cross_thread_frees_wait_for_their_allocation(tmp_path: Path) -> None:
+    trace = tmp_path / "x.trace"
+    trace.write_text("0 m 100 0xa0\n1 f 0xa0\n1 m 50 0xa0\n0 r 0xa0 80 0xb0\n0 f 0xb0\n")
+    _, plan, left = replay(trace, "arenas")
+    assert left == 0 and plan.allocations == 3 and len(plan.threads) == 2
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "stress", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("run", "nonsense"), "unknown workload"),
+        (("run", "larson", "--allocator", "jemalloc"), "unknown allocator"),
+        (("run", "larson", "--threads", "x"), "comma-separated"),
+        (("run", "larson", "--scale", "-1"), "--scale must be positive"),
+        (("replay", "/nonexistent.trace"), "cannot read"),
+        (("record", "-o", "/tmp/x.trace"), "nothing to record"),
+        (("bogus",), "invalid choice"),
+    ],
+)
+def test_bad_arguments_exit_2_without_a_traceback(args: tuple[str, ...], needle: str) -> None:
+    proc = run_cli(*args)
+    assert proc.returncode == 2
+    assert needle in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_list_run_and_replay(tmp_path: Path) -> None:
+    listing = run_cli("list")
+    assert listing.returncode == 0 and "larson" in listing.stdout and "glibc" in listing.stdout
+    out = tmp_path / "r.json"
+    run = run_cli(
+        "run",
+        "larson",
+        "--allocator",
+        "arenas,glibc",
+        "--threads",
+        "1,2",
+        "--scale",
+        "0.02",
+        "--json",
+        str(out),
+    )
+    assert run.returncode == 0, run.stderr
+    assert "| larson | arenas | 2 |" in run.stdout and out.exists()
+    rep = run_cli("replay", str(TRACES[0]))
+    assert rep.returncode == 0 and "left live by the trace, as it says" in rep.stdout
+
+
+def test_campaign_quick_with_plots(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    proc = run_cli("campaign", "--quick", "--plots", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "throughput / glibc" in proc.stdout
+    assert (tmp_path / "throughput.png").stat().st_size > 1000
+    assert (tmp_path / "memory.png").exists()
+
+
+@pytest.mark.skipif(not (shutil.which("cc") or shutil.which("gcc")), reason="no C compiler")
+def test_record_a_real_program(tmp_path: Path) -> None:
+    out = tmp_path / "sort.trace.gz"
+    data = tmp_path / "numbers"
+    data.write_text("\n".join(str(i) for i in range(2000, 0, -1)))
+    proc = run_cli(
+        "record", "-o", str(out), "--", "sort", "-n", str(data), "-o", str(tmp_path / "s")
+    )
+    assert proc.returncode == 0, proc.stderr
+    with gzip.open(out, "rt") as fh:
+        first = fh.readline().split()
+    assert first[0] == "0" and first[1] in "mcraf"
+    plan = parse(out)
+    assert plan.events > 10
+    _, plan, left = replay(out, make_adapter("arenas"))
+    assert left == plan.live_bytes_at_end
