@@ -1,0 +1,270 @@
+"""Inspection: the heap as a debugger plugin shows it (pwndbg's ``heap``, ``bins``,
+``arenas``, ``vis_heap_chunks``), with only Python needed.
+
+* :func:`heap` lists every chunk of an arena's heaps: address, size, flags
+  (P = PREV_INUSE, M = IS_MMAPPED, A = NON_MAIN_ARENA) and state (in use,
+  free and in which bin, a slab of which class, the top, a fencepost);
+* :func:`bins` shows each non-empty bin, the slabs' free blocks and the
+  calling thread's cache;
+* :func:`arenas` lists the arenas with their threads, heaps and bytes;
+* :func:`vis_heap_chunks` hexdumps the heap's bytes 16 to a row, each chunk
+  in its own colour, header words labelled with their meaning.
+
+Each function returns a string: plain text by default, ANSI colour when
+``color=True`` (``None``: colour when standard output is a terminal).  Each
+arena is read under its own lock, one arena at a time, so the views are
+consistent per arena and can be taken while other threads run.
+
+From the command line: ``python -m arenas.inspect {heap,bins,arenas,vis}``
+shows a small demonstration heap.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import default_allocator
+from .allocator import Allocator
+from .arena import Arena
+from .bins import NSMALLBINS, largebin_index
+from .chunk import CHUNK_HDR_SZ, IS_MMAPPED, NON_MAIN_ARENA, PREV_INUSE, SIZE_BITS
+from .heap import HEAP_INFO_SIZE, Heap
+from .slab import CLASS_SIZES, CLASS_SPANS
+
+__all__ = ["ChunkInfo", "arenas", "bins", "chunks", "heap", "vis_heap_chunks"]
+
+_RESET = "\x1b[0m"
+_PALETTE = ["\x1b[31m", "\x1b[32m", "\x1b[33m", "\x1b[34m", "\x1b[35m", "\x1b[36m"]
+_STATE_COLOUR = {"top": "\x1b[97;1m", "fence": "\x1b[90m", "free": "\x1b[94m"}
+
+
+@dataclass(frozen=True)
+class ChunkInfo:
+    """One chunk as seen in its heap."""
+
+    addr: int
+    size: int
+    flags: int
+    state: str  # "in use", "free", "slab", "top", "fence"
+    detail: str = ""
+
+    @property
+    def flag_text(self) -> str:
+        return "".join(
+            letter if self.flags & bit else "-"
+            for letter, bit in (("P", PREV_INUSE), ("M", IS_MMAPPED), ("A", NON_MAIN_ARENA))
+        )
+
+
+def _use_color(color: bool | None) -> bool:
+    return sys.stdout.isatty() if color is None else color
+
+
+def _arena(alloc: Allocator | None, index: int) -> tuple[Allocator, Arena]:
+    alloc = alloc or default_allocator()
+    registry = alloc._registry
+    with registry.reading():
+        if not 0 <= index < len(registry.arenas):
+            raise ValueError(f"no arena {index}: there are {len(registry.arenas)}")
+        return alloc, registry.arenas[index]
+
+
+def _where(arena: Arena, chunk: int, size: int) -> str:
+    if chunk in arena.bins.unsorted:
+        return "unsorted bin"
+    if size < NSMALLBINS * 16:
+        return f"small bin {size >> 4}"
+    return f"large bin {largebin_index(size)}"
+
+
+def _heap_chunks(arena: Arena, h: Heap) -> list[ChunkInfo]:
+    """Every chunk of one heap (arena lock held)."""
+    out: list[ChunkInfo] = []
+    if h.size == 0:
+        return out
+    w = h.words
+    base = h.base
+    last = arena.top if h is arena.heap else h.fence
+    chunk = h.start
+    while chunk < last:
+        head = w[((chunk - base) >> 3) + 1]
+        size = head & SIZE_BITS
+        if size < CHUNK_HDR_SZ or chunk + size > last:
+            out.append(ChunkInfo(chunk, size, head & 7, "corrupt", "size field damaged"))
+            return out
+        if chunk in arena.bins.free:
+            out.append(ChunkInfo(chunk, size, head & 7, "free", _where(arena, chunk, size)))
+        elif chunk in arena.slabs:
+            slab = arena.slabs[chunk]
+            detail = f"{slab.capacity} x {slab.size} B, {slab.nfree} free"
+            out.append(ChunkInfo(chunk, size, head & 7, "slab", detail))
+        else:
+            out.append(ChunkInfo(chunk, size, head & 7, "in use"))
+        chunk += size
+    head = w[((last - base) >> 3) + 1]
+    out.append(ChunkInfo(last, h.end - last, head & 7, "top" if h is arena.heap else "fence"))
+    return out
+
+
+def chunks(alloc: Allocator | None = None, arena: int = 0) -> list[list[ChunkInfo]]:
+    """The chunks of each heap of one arena, oldest heap first."""
+    alloc, a = _arena(alloc, arena)
+    with a.lock:
+        return [_heap_chunks(a, h) for h in a.heaps]
+
+
+def heap(alloc: Allocator | None = None, arena: int = 0, color: bool | None = None) -> str:
+    """Every chunk of every heap of ``arena``: address, size, flags, state."""
+    alloc, a = _arena(alloc, arena)
+    paint = _use_color(color)
+    lines: list[str] = []
+    with a.lock:
+        kind = "main arena" if a.is_main else "non-main arena"
+        lines.append(f"Arena {a.index} ({kind}): {len(a.heaps)} heap(s), {a.system_mem} bytes")
+        for h in a.heaps:
+            info = "" if h.start == h.base else f", heap_info {HEAP_INFO_SIZE} bytes"
+            lines.append(f"heap {h.base:#x}: {h.size} of {h.max_size} bytes in use{info}")
+            for n, c in enumerate(_heap_chunks(a, h)):
+                text = f"  {c.addr:#x}  size {c.size:#8x}  {c.flag_text}  {c.state}"
+                if c.detail:
+                    text += f" ({c.detail})"
+                if paint:
+                    colour = _STATE_COLOUR.get(c.state, _PALETTE[n % len(_PALETTE)])
+                    text = colour + text + _RESET
+                lines.append(text)
+    return "\n".join(lines)
+
+
+def bins(alloc: Allocator | None = None, arena: int = 0, color: bool | None = None) -> str:
+    """Each non-empty bin of ``arena``, its slabs' free blocks, and this thread's cache."""
+    alloc, a = _arena(alloc, arena)
+    lines: list[str] = []
+    with a.lock:
+        b = a.bins
+        unsorted = [f"{c:#x} ({b.free[c]:#x})" for c in b.unsorted]
+        lines.append("unsorted: " + (", ".join(unsorted) or "empty"))
+        for idx, small in enumerate(b.small):
+            if small:
+                sizes = f"{idx << 4}"
+                lines.append(f"small bin {idx} ({sizes} B): " + ", ".join(f"{c:#x}" for c in small))
+        for off, large in enumerate(b.large):
+            if large:
+                entries = ", ".join(f"{c:#x} ({s:#x})" for s, c in large)
+                lines.append(f"large bin {off + NSMALLBINS}: {entries}")
+        for cls, partial in enumerate(a.slab_partial):
+            if partial:
+                free = sum(s.nfree for s in partial.values())
+                lines.append(
+                    f"slabs of {CLASS_SIZES[cls]} B (span {CLASS_SPANS[cls]}): {len(partial)}"
+                    f" with free blocks, {free} free blocks"
+                )
+    tcache = getattr(alloc._tls, "tcache", None)
+    if tcache is not None:
+        held = [f"{CLASS_SIZES[c]} B x {len(x)}" for c, x in enumerate(tcache) if x]
+        lines.append("tcache (this thread): " + (", ".join(held) or "empty"))
+    if _use_color(color):
+        lines = [
+            _PALETTE[3] + line + _RESET if line.startswith("tcache") else line for line in lines
+        ]
+    return "\n".join(lines)
+
+
+def arenas(alloc: Allocator | None = None, color: bool | None = None) -> str:
+    """Each arena: threads attached, heaps, system and in-use bytes; then the mappings."""
+    alloc = alloc or default_allocator()
+    st = alloc.stats()
+    lines = [
+        f"{'arena':>5}  {'threads':>7}  {'heaps':>5}  {'system':>12}  {'in use':>12}  {'top':>10}"
+    ]
+    for a in st.arenas:
+        lines.append(
+            f"{a.index:>5}  {a.attached_threads:>7}  {a.heaps:>5}  {a.system_bytes:>12,}"
+            f"  {a.in_use_bytes:>12,}  {a.top_bytes:>10,}"
+        )
+    lines.append(f"mapped chunks: {st.hblks} ({st.hblkhd:,} bytes)")
+    lines.append(f"slabs: {st.slabs}, thread caches: {st.tcache_blocks} blocks")
+    if _use_color(color):
+        lines[0] = "\x1b[1m" + lines[0] + _RESET
+    return "\n".join(lines)
+
+
+def vis_heap_chunks(
+    alloc: Allocator | None = None,
+    addr: int | None = None,
+    count: int = 8,
+    arena: int = 0,
+    color: bool | None = None,
+    max_rows: int = 6,
+) -> str:
+    """Hexdump ``count`` chunks from the one holding ``addr`` (default: the heap's first).
+
+    Each 16-byte row shows its address and two little-endian words, as
+    pwndbg's ``vis_heap_chunks`` does; a chunk's header row is labelled
+    ``prev_size | size``, and long chunks are cut to ``max_rows`` rows.
+    """
+    alloc, a = _arena(alloc, arena)
+    paint = _use_color(color)
+    lines: list[str] = []
+    with a.lock:
+        for h in a.heaps:
+            infos = _heap_chunks(a, h)
+            if addr is not None and not (h.base <= addr < h.end):
+                continue
+            start = 0
+            if addr is not None:
+                start = next(
+                    (i for i, c in enumerate(infos) if c.addr <= addr < c.addr + c.size), 0
+                )
+            w = h.words
+            for n, c in enumerate(infos[start : start + count]):
+                colour = _PALETTE[(start + n) % len(_PALETTE)] if paint else ""
+                reset = _RESET if paint else ""
+                rows = max(c.size // 16, 1)
+                shown = list(range(min(rows, max_rows)))
+                for r in shown:
+                    row = c.addr + 16 * r
+                    if row + 16 > h.end:
+                        break
+                    i = (row - h.base) >> 3
+                    lo, hi = w[i], w[i + 1]
+                    note = ""
+                    if r == 0:
+                        note = f"  <- prev_size | size {hi & SIZE_BITS:#x} {c.flag_text}: {c.state}"
+                    lines.append(f"{colour}{row:#014x}  {lo:#018x}  {hi:#018x}{note}{reset}")
+                if rows > len(shown):
+                    lines.append(
+                        f"{colour}{'':14}  ... {rows - len(shown)} more rows of this chunk{reset}"
+                    )
+            break
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------- demo
+def demo() -> Allocator:
+    """A small heap worth looking at: a few blocks, a slab, free chunks in bins."""
+    alloc = Allocator(top_pad=0)
+    keep = [alloc.malloc(n) for n in (70_000, 80_000, 90_000, 100_000)]
+    alloc.free(keep[1])
+    small = [alloc.malloc(24) for _ in range(5)]
+    alloc.free(small[0])
+    return alloc
+
+
+def main(argv: list[str]) -> int:
+    views: dict[str, Callable[[Allocator], str]] = {
+        "heap": lambda a: heap(a),
+        "bins": lambda a: bins(a),
+        "arenas": lambda a: arenas(a),
+        "vis": lambda a: vis_heap_chunks(a),
+    }
+    if len(argv) != 1 or argv[0] not in views:
+        print("usage: python -m arenas.inspect {heap,bins,arenas,vis}", file=sys.stderr)
+        return 2
+    print(views[argv[0]](demo()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
