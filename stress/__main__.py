@@ -225,7 +225,7 @@ def parser() -> argparse.ArgumentParser:
 
     camp = sub.add_parser("campaign", help="the default campaign (about a minute)")
     camp.add_argument("--threads", default="1,4")
-    camp.add_argument("--scale", type=float, default=1.6)
+    camp.add_argument("--scale", type=float, default=4.0)
     camp.add_argument("--quick", action="store_true", help="a tiny version, for tests")
     outputs(camp)
 
