@@ -9,6 +9,7 @@ Commands (``python -m stress COMMAND --help`` for each):
   run        one workload on chosen allocators and thread counts
   record     record a program's malloc calls:  record -o FILE -- COMMAND...
   replay     replay a trace through an allocator (and glibc, for comparison)
+  synth      write a synthetic trace (e.g. a million events, to test the tools at scale)
   fastpath   the fast-path benchmark (arenas vs glibc via ctypes, per call)
   scaling    throughput at 1..16 threads, many arenas against one
 
@@ -31,7 +32,7 @@ from .adapters import ADAPTERS
 from .metrics import RunResult
 from .record import RecordError, record
 from .report import plot, summary, table, to_json
-from .trace import TraceError, replay
+from .trace import TraceError, replay, synthesize
 from .workloads import WORKLOADS, run_workload
 
 TRACES = Path(__file__).parent / "traces"
@@ -43,6 +44,10 @@ class UsageError(Exception):
 
 
 def _progress(done: int, total: int, label: str) -> None:
+    if not sys.stderr.isatty():  # a log file: a line at every quarter, no bar
+        if (total >= 4 and done % max(total // 4, 1) == 0) or done == total:
+            print(f"{done}/{total} {label}", file=sys.stderr, flush=True)
+        return
     width = 30
     filled = width * done // total
     print(
@@ -203,6 +208,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_synth(args: argparse.Namespace) -> int:
+    if args.events < 1 or not 1 <= args.threads <= 256:
+        raise UsageError("--events must be >= 1 and --threads 1..256")
+    n = synthesize(args.output, args.events, args.threads, args.seed)
+    print(f"{args.output}: {n:,} events, {args.threads} threads")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m stress",
@@ -239,6 +252,12 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("--compare-glibc", action="store_true")
     rep.add_argument("--json", metavar="FILE", help="FILE, or - for one JSON line on stdout")
 
+    syn = sub.add_parser("synth", help="write a synthetic trace")
+    syn.add_argument("-o", "--output", required=True)
+    syn.add_argument("--events", type=int, default=1_000_000)
+    syn.add_argument("--threads", type=int, default=4)
+    syn.add_argument("--seed", type=int, default=7)
+
     sub.add_parser("fastpath", help="the fast-path benchmark", add_help=False)
     sub.add_parser("scaling", help="arena scaling benchmark", add_help=False)
     return p
@@ -250,6 +269,7 @@ COMMANDS = {
     "campaign": cmd_campaign,
     "record": cmd_record,
     "replay": cmd_replay,
+    "synth": cmd_synth,
 }
 
 

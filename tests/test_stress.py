@@ -167,3 +167,14 @@ def test_record_a_real_program(tmp_path: Path) -> None:
     assert plan.events > 10
     _, plan, left = replay(out, make_adapter("arenas"))
     assert left == plan.live_bytes_at_end
+
+
+def test_synthetic_trace_replays(tmp_path: Path) -> None:
+    out = tmp_path / "synth.trace.gz"
+    proc = run_cli("synth", "-o", str(out), "--events", "3000", "--threads", "3")
+    assert proc.returncode == 0, proc.stderr
+    plan = parse(out)
+    assert plan.events == 3000 and sorted(plan.threads) == [0, 1, 2]
+    _, plan, left = replay(out, "arenas")
+    assert left == plan.live_bytes_at_end
+    assert run_cli("synth", "-o", str(out), "--events", "0").returncode == 2
