@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -191,64 +192,41 @@ def from_trace(
 ) -> Timeline:
     """Replay ``trace`` through ``alloc`` (a fresh Allocator by default), capturing frames.
 
-    Needs the stress suite's trace reader (``stress.trace``, in this repository).
+    Uses the stress suite's trace reader and driver (``stress.trace``, in this
+    repository): one thread per traced thread, frees waiting for their
+    allocations.  A frame is captured every ``events / max_frames`` events.
     """
-    from stress.trace import parse  # the trace format lives with the stress suite
+    from stress.trace import drive, parse, perform  # the trace format lives with the stress suite
 
     plan = parse(trace)
     alloc = alloc or Allocator()
     timeline = Timeline(alloc, max_frames, resolution)
     every = max(plan.events // max_frames, 1)
-    addrs: list[int] = [0] * plan.allocations
-    ready = [threading.Event() for _ in range(plan.allocations)]
     counter = threading.Lock()
-    errors: list[BaseException] = []
+    owners = timeline.owners
 
-    def tick() -> None:
-        with counter:
-            timeline.events += 1
-            due = timeline.events % every == 0
-        if due:
-            timeline.capture()
+    def thread_step(tid: int) -> Callable[[Any, Any], Any]:
+        timeline.thread_arena[tid] = alloc.thread_arena()
 
-    def run(tid: int, events: list[Any]) -> None:
-        try:
-            timeline.thread_arena[tid] = alloc.thread_arena()
-            for ev in events:
-                old = 0
-                if ev.frees >= 0:
-                    ready[ev.frees].wait(30)
-                    old = addrs[ev.frees]
-                    owner = timeline.owners.pop(old, tid)
-                    if owner != tid:
-                        timeline.cross_frees += 1
-                if ev.op == "f" or (ev.op == "r" and ev.alloc < 0 and old):
-                    alloc.free(old)
-                elif ev.alloc >= 0:
-                    if ev.op == "r" and old:
-                        new = alloc.realloc(old, ev.size)
-                    elif ev.op == "a" and ev.align > 16:
-                        new = alloc.memalign(ev.align, ev.size)
-                    else:
-                        new = alloc.malloc(ev.size)
-                    addrs[ev.alloc] = new
-                    timeline.owners[new] = tid
-                    ready[ev.alloc].set()
-                tick()
-        except BaseException as exc:
-            errors.append(exc)
+        def step(ev: Any, old: int | None) -> int | None:
+            if old is not None and owners.pop(old, tid) != tid:
+                timeline.cross_frees += 1  # a block going home to another thread's arena
+            new: int | None = perform(
+                ev, old, alloc.malloc, alloc.memalign, alloc.realloc, alloc.free
+            )
+            if new:
+                owners[new] = tid
+            with counter:
+                timeline.events += 1
+                due = timeline.events % every == 0
+            if due:
+                timeline.capture()
+            return new
+
+        return step
 
     timeline.capture("start")
-    threads = [
-        threading.Thread(target=run, args=(tid, events))
-        for tid, events in sorted(plan.threads.items())
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+    drive(plan, thread_step)
     timeline.capture("end")
     return timeline
 

@@ -121,26 +121,37 @@ class Result:
         }
 
 
-def thread_scaling(n_threads: int, steps: int, live: int, seed: int) -> float:
+def churn_in_threads(
+    n_threads: int,
+    steps: int,
+    live: int,
+    sizes: tuple[int, int],
+    malloc: Malloc,
+    free: Free,
+    seed: int,
+) -> float:
     """Aggregate churn steps/s with ``n_threads`` threads sharing ``steps`` steps.
 
-    Each thread fills its slots, waits at a barrier, runs its share of the
-    churn loop, and waits again; only the time between the two barriers is
-    measured, so setting up and tearing down the slots costs nothing.
+    Each thread fills ``live`` slots with sizes drawn from ``sizes``, waits at
+    a barrier, runs its share of the churn loop, stamps the time and waits
+    again; then it empties its slots.  Only the loops are timed.  The clock
+    starts before the first barrier opens and stops at the last worker's own
+    stamp: under the GIL the measuring thread may not run again until the
+    workers have finished, so its own clock would be late.
     """
-    per = steps // n_threads
+    per = max(steps // n_threads, 1)
+    lo, hi = sizes
     start_line = threading.Barrier(n_threads + 1)
     finish_line = threading.Barrier(n_threads + 1)
     ends: list[float] = []
 
     def work(k: int) -> None:
-        rng = random.Random(seed + k)
-        sizes = [rng.randint(16, 1024) for _ in range(per)]
+        rng = random.Random(seed * 1000 + k)
+        draws = [rng.randint(lo, hi) for _ in range(per)]
         slots = [rng.randrange(live) for _ in range(per)]
-        malloc, free = arenas.malloc, arenas.free
-        blocks = [malloc(size) for size in sizes[:live]]
+        blocks = [malloc(rng.randint(lo, hi)) for _ in range(live)]
         start_line.wait()
-        for size, slot in zip(sizes, slots, strict=True):
+        for size, slot in zip(draws, slots, strict=True):
             free(blocks[slot])
             blocks[slot] = malloc(size)
         ends.append(time.perf_counter())
@@ -151,8 +162,6 @@ def thread_scaling(n_threads: int, steps: int, live: int, seed: int) -> float:
     threads = [threading.Thread(target=work, args=(k,)) for k in range(n_threads)]
     for t in threads:
         t.start()
-    # The clock starts before the barrier opens and stops at the last worker's
-    # own stamp: under the GIL this thread may not run again until they finish.
     start = time.perf_counter()
     start_line.wait()
     finish_line.wait()
@@ -160,6 +169,11 @@ def thread_scaling(n_threads: int, steps: int, live: int, seed: int) -> float:
     for t in threads:
         t.join()
     return per * n_threads / elapsed
+
+
+def thread_scaling(n_threads: int, steps: int, live: int, seed: int) -> float:
+    """The churn loop through the module-level API, in ``n_threads`` threads."""
+    return churn_in_threads(n_threads, steps, live, (16, 1024), arenas.malloc, arenas.free, seed)
 
 
 def footprint(steps: int, live: int, seed: int) -> tuple[float, float, int, int]:

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
-import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import arenas
+
+from .fastpath import churn_in_threads
 
 MIXES = {"small": (16, 1024), "chunks": (70_000, 120_000)}
 CONFIGS: dict[str, dict[str, Any]] = {"arenas": {}, "arenas arena_max=1": {"arena_max": 1}}
@@ -42,43 +41,12 @@ class Point:
 
 
 def measure(mix: str, tunables: dict[str, Any], threads: int, steps: int, seed: int) -> Point:
-    lo, hi = MIXES[mix]
     live = 64 if mix == "chunks" else 256
-    per = max(steps // threads, 1)
     with arenas.Allocator(**tunables) as alloc:
-        start_line = threading.Barrier(threads + 1)
-        finish_line = threading.Barrier(threads + 1)
-        ends: list[float] = []
-
-        def work(k: int) -> None:
-            rng = random.Random(seed * 1000 + k)
-            sizes = [rng.randint(lo, hi) for _ in range(per)]
-            slots = [rng.randrange(live) for _ in range(per)]
-            malloc, free = alloc.malloc, alloc.free
-            blocks = [malloc(rng.randint(lo, hi)) for _ in range(live)]
-            start_line.wait()
-            for size, slot in zip(sizes, slots, strict=True):
-                free(blocks[slot])
-                blocks[slot] = malloc(size)
-            ends.append(time.perf_counter())
-            finish_line.wait()
-            for block in blocks:
-                free(block)
-
-        pool = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
-        for t in pool:
-            t.start()
-        # The clock starts before the barrier opens and stops at the last worker's
-        # own stamp: under the GIL this thread may not run again until they finish.
-        began = time.perf_counter()
-        start_line.wait()
-        finish_line.wait()
-        elapsed = max(ends) - began
-        for t in pool:
-            t.join()
+        rate = churn_in_threads(threads, steps, live, MIXES[mix], alloc.malloc, alloc.free, seed)
         used = sum(1 for a in alloc.stats().arenas if a.max_system_bytes > 0)
     config = next(name for name, tun in CONFIGS.items() if tun == tunables)
-    return Point(mix, config, threads, per * threads / elapsed, used)
+    return Point(mix, config, threads, rate, used)
 
 
 def run(thread_counts: list[int], steps: int, rounds: int, seed: int) -> list[Point]:

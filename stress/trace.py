@@ -24,15 +24,26 @@ from __future__ import annotations
 
 import gzip
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .adapters import Adapter, make_adapter
 from .metrics import Recorder, RunResult
 from .workloads import Block, Worker
 
-__all__ = ["Event", "Plan", "TraceError", "parse", "read_events", "replay", "synthesize"]
+__all__ = [
+    "Event",
+    "Plan",
+    "TraceError",
+    "drive",
+    "parse",
+    "perform",
+    "read_events",
+    "replay",
+    "synthesize",
+]
 
 
 class TraceError(ValueError):
@@ -171,75 +182,102 @@ def synthesize(path: str | Path, events: int, threads: int = 4, seed: int = 7) -
     return events
 
 
+def perform(
+    ev: Event,
+    old: Any,
+    malloc: Callable[[int], Any],
+    memalign: Callable[[int, int], Any],
+    realloc: Callable[[Any, int], Any],
+    free: Callable[[Any], None],
+) -> Any:
+    """Do what ``ev`` did, with these functions; return the new handle, or None."""
+    if old is not None and (ev.op == "f" or (ev.op == "r" and ev.alloc < 0)):
+        free(old)  # a free, or realloc(p, 0)
+        return None
+    if ev.alloc < 0:
+        return None  # an allocation that failed in the trace
+    if ev.op == "r" and old is not None:
+        return realloc(old, ev.size)
+    if ev.op == "a" and ev.align > 16:
+        return memalign(ev.align, ev.size)
+    return malloc(ev.size)
+
+
+def drive(
+    plan: Plan,
+    thread_step: Callable[[int], Callable[[Event, Any], Any]],
+    timeout: float = 30.0,
+) -> list[Any]:
+    """Run ``plan`` with one thread per traced thread; return the handles left live.
+
+    ``thread_step(tid)`` is called in the new thread and returns
+    ``step(event, old)``.  ``old`` is the handle the event frees or resizes
+    (None if it frees nothing); ``step`` returns the new handle when the event
+    allocates.  Each thread keeps its events' order, and an event that frees
+    a block waits until the allocation that made it has happened, whichever
+    thread made it.
+    """
+    handles: list[Any] = [None] * plan.allocations
+    ready = [threading.Event() for _ in range(plan.allocations)]
+    errors: list[BaseException] = []
+
+    def run(tid: int, events: list[Event]) -> None:
+        try:
+            step = thread_step(tid)
+            for ev in events:
+                old = None
+                if ev.frees >= 0:
+                    if not ready[ev.frees].wait(timeout):
+                        raise TraceError(f"replay stalled waiting for allocation {ev.frees}")
+                    old = handles[ev.frees]
+                    handles[ev.frees] = None
+                new = step(ev, old)
+                if ev.alloc >= 0:
+                    handles[ev.alloc] = new
+                    ready[ev.alloc].set()
+        except BaseException as exc:
+            errors.append(exc)
+
+    pool = [
+        threading.Thread(target=run, args=(tid, events))
+        for tid, events in sorted(plan.threads.items())
+    ]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    if errors:
+        raise errors[0]
+    return [h for h in handles if h is not None]
+
+
 def replay(
     path: str | Path, allocator: str | Adapter, timeout: float = 30.0
 ) -> tuple[RunResult, Plan, int]:
     """Replay a trace; return the run's metrics, the plan, and the bytes left live.
 
-    The bytes left live must equal ``plan.live_bytes_at_end``: every
-    allocation is either freed by the trace or reported live (and then freed
-    here, so the adapter ends clean).
+    Every replayed block is stamped and checked (see :class:`Worker`).  The
+    bytes left live must equal ``plan.live_bytes_at_end``: every allocation is
+    either freed by the trace or reported live (and then freed here, so the
+    adapter ends clean).
     """
     plan = parse(path)
     adapter = make_adapter(allocator) if isinstance(allocator, str) else allocator
-    blocks: list[Block | None] = [None] * plan.allocations
-    ready = [threading.Event() for _ in range(plan.allocations)]
-    errors: list[BaseException] = []
     try:
         with Recorder(adapter.footprint) as recorder:
 
-            def run_thread(events: list[Event], w: Worker) -> None:
-                try:
-                    for ev in events:
-                        old: Block | None = None
-                        if ev.frees >= 0:
-                            if not ready[ev.frees].wait(timeout):
-                                raise TraceError(
-                                    f"replay stalled waiting for allocation {ev.frees}"
-                                )
-                            old = blocks[ev.frees]
-                            blocks[ev.frees] = None
-                        if ev.op == "f":
-                            assert old is not None
-                            w.free(old)
-                            continue
-                        if ev.op == "r" and old is not None:
-                            if ev.alloc < 0:  # realloc(p, 0): a free
-                                w.free(old)
-                                continue
-                            new = w.realloc(old, ev.size)
-                        elif ev.alloc < 0:
-                            continue  # a failed allocation in the trace
-                        elif ev.op == "a" and ev.align > 16:
-                            new = w.memalign(ev.align, ev.size)
-                        else:
-                            new = w.malloc(ev.size)
-                        blocks[ev.alloc] = new
-                        ready[ev.alloc].set()
-                except BaseException as exc:
-                    errors.append(exc)
+            def thread_step(tid: int) -> Callable[[Event, Any], Any]:
+                w = Worker(adapter, recorder.thread(), tid)
+                return lambda ev, old: perform(ev, old, w.malloc, w.memalign, w.realloc, w.free)
 
-            pool = [
-                threading.Thread(
-                    target=run_thread, args=(events, Worker(adapter, recorder.thread(), tid))
-                )
-                for tid, events in sorted(plan.threads.items())
-            ]
-            for t in pool:
-                t.start()
-            for t in pool:
-                t.join()
-        if errors:
-            raise errors[0]
+            left: list[Block] = drive(plan, thread_step, timeout)
         result = recorder.result(
             Path(path).name, adapter.name, len(plan.threads), adapter.arena_stats()
         )
-        left = [b for b in blocks if b is not None]
-        left_bytes = sum(b[1] for b in left)
         cleaner = Worker(adapter, recorder.thread(), 0)
         for block in left:
             cleaner.free(block)
-        return result, plan, left_bytes
+        return result, plan, sum(b[1] for b in left)
     finally:
         if isinstance(allocator, str):
             adapter.close()
