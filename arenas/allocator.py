@@ -79,6 +79,11 @@ def _bad_addr(addr: object) -> int:
 _tokens = itertools.count(1)
 
 
+def _tcache_counts(count: int, max_bytes: int) -> list[int]:
+    """Per size class, how many blocks a thread's cache may hold."""
+    return [min(count, max_bytes // size) for size in CLASS_SIZES]
+
+
 class _ThreadState:
     """What one thread holds in one allocator; its finalizer is the thread-exit hook.
 
@@ -219,7 +224,9 @@ class Allocator:
         # operation (atomic under the GIL) is what makes double and invalid
         # frees exact on the lock-free fast path.
         self._live: dict[int, int] = {}
-        self._tcache_count = mp.tcache_count
+        # How many blocks of each class a thread may cache: tcache_count, but no
+        # more than tcache_max_bytes of one class (none of a class above it).
+        self._tcache_counts = _tcache_counts(mp.tcache_count, mp.tcache_max_bytes)
         # Every thread's cache, by token, so that check(), stats() and a forked
         # child can see them; guarded by the registry lock.
         self._caches: dict[int, list[list[int]]] = {}
@@ -316,7 +323,7 @@ class Allocator:
     def _malloc_refill(self, size: int, cached: list[int]) -> int:
         """A cache miss: take a batch of blocks from the thread's arena's slabs."""
         cls = CLASS_OF[size]
-        want = (self._tcache_count >> 1) + 1
+        want = (self._tcache_counts[cls] >> 1) + 1
         arena: Arena = self._tls.arena
         with arena.lock:
             blocks = take_blocks(arena, cls, want, self._slab_table)
@@ -470,7 +477,7 @@ class Allocator:
         except AttributeError:
             self._attach_thread()
             cached = self._tls.tcache[cls]
-        if len(cached) < self._tcache_count:
+        if len(cached) < self._tcache_counts[cls]:
             cached.append(addr)
             return
         self._flush(cls, cached, addr)
@@ -492,7 +499,8 @@ class Allocator:
             by_arena.setdefault(slabs[addr & mask].arena, []).append(addr)
         for arena, mine in by_arena.items():
             with arena.lock:
-                return_blocks(arena, cls, mine, self._slab_table, self._tcache_count == 0)
+                keep_spare = self._tcache_counts[cls] == 0
+                return_blocks(arena, cls, mine, self._slab_table, keep_spare)
 
     def _diagnose_slab(self, addr: int) -> InvalidPointer | None:
         """If ``addr`` points into a slab, say exactly what is wrong with it."""
@@ -873,13 +881,18 @@ class Allocator:
                 mp.no_dyn_threshold = True
             elif name == "arena_max":
                 mp.arena_max_set = True
-            elif name == "tcache_count":
-                self._tcache_count = value
+            elif name in ("tcache_count", "tcache_max_bytes"):
+                self._tcache_counts = _tcache_counts(mp.tcache_count, mp.tcache_max_bytes)
             elif name == "max_heap_bytes":
                 self._budget.cap = value
             self._registry.arena_max = mp.arena_limit()
-        if name in ("perturb", "tcache_count"):
+        if name in ("perturb", "tcache_count", "tcache_max_bytes"):
             self._install_fast_paths()
+            # This thread's cache obeys the new bounds at once; others as they free.
+            state: _ThreadState | None = getattr(self._tls, "state", None)
+            if state is not None:
+                with self._registry.writing():
+                    self._flush_cache(state.tcache)
 
     # ============================================================ fast paths
     def _install_fast_paths(self) -> None:
@@ -927,7 +940,7 @@ class Allocator:
             return
         tls = self._tls
         live = self._live
-        count = self._tcache_count
+        counts = self._tcache_counts
         class_of = CLASS_OF
         reference_malloc: Callable[[int], int] = Allocator.malloc.__get__(self)
         reference_free: Callable[[int], None] = Allocator.free.__get__(self)
@@ -955,7 +968,7 @@ class Allocator:
                     cached = tls.tcache[cls]
                 except AttributeError:
                     return free_popped(addr, cls)
-                if len(cached) < count:
+                if len(cached) < counts[cls]:
                     cached.append(addr)
                     return None
             return free_popped(addr, cls)

@@ -35,7 +35,6 @@ import threading
 from typing import TYPE_CHECKING
 
 from .chunk import CHUNK_HDR_SZ
-from .memory import PAGE_SIZE
 
 if TYPE_CHECKING:
     from .arena import Arena
@@ -59,6 +58,10 @@ SLAB_MAX = 65536
 # page.  Big classes get fewer, so that a few big blocks do not pin a big span.
 SLAB_BLOCKS = 8
 SLAB_BLOCKS_LARGE = 4
+# The smallest span.  It need not be a page: masking works for any power of
+# two, and a small program with a few blocks in many classes should not pay
+# a page per class.
+MIN_SPAN = 1024
 
 
 def _class_sizes() -> tuple[int, ...]:
@@ -78,7 +81,7 @@ NCLASSES = len(CLASS_SIZES)
 def _span(size: int) -> int:
     # The chunk header takes the first 16 bytes of the span.
     blocks = SLAB_BLOCKS if size <= 1024 else SLAB_BLOCKS_LARGE
-    span = PAGE_SIZE
+    span = MIN_SPAN
     while span < CHUNK_HDR_SZ + size * blocks:
         span *= 2
     return span

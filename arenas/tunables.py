@@ -135,6 +135,14 @@ TUNABLES: dict[str, Tunable] = {
             "blocks each thread keeps per size class, served without a lock (0: no cache)",
         ),
         Tunable(
+            "tcache_max_bytes",
+            lambda: 32 * KiB,
+            0,
+            1 << 30,
+            "bytes of one size class a thread may cache; classes larger than this are"
+            " not cached (glibc's tcache_max, per class)",
+        ),
+        Tunable(
             "max_heap_bytes",
             lambda: 0,
             0,
@@ -160,6 +168,7 @@ class Params:
         "no_dyn_threshold",
         "perturb",
         "tcache_count",
+        "tcache_max_bytes",
         "top_pad",
         "trim_threshold",
     )
@@ -176,6 +185,7 @@ class Params:
     main_heap_size: int
     max_heap_bytes: int
     tcache_count: int
+    tcache_max_bytes: int
     no_dyn_threshold: bool
 
     def __init__(self, values: Mapping[str, int]) -> None:

@@ -132,13 +132,18 @@ def cmd_campaign(args: argparse.Namespace) -> int:
     traces = sorted(TRACES.glob("*.trace*"))
     if traces:
         print("\nShipped traces, replayed (fragmentation = footprint / live at the live peak):")
-        print("| trace | events | threads | arenas ops/s | arenas frag | glibc frag |")
-        print("|---|---:|---:|---:|---:|---:|")
+        print(
+            "| trace | events | threads | arenas ops/s | glibc ops/s | speed ratio"
+            " | arenas frag | glibc frag |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
         for path in traces[:1] if args.quick else traces:
             ours, plan, _ = replay(path, "arenas")
             theirs = _replay_elsewhere(path, "glibc")
+            speed = theirs.get("ops_per_s", 0.0)
             print(
                 f"| {path.name} | {plan.events:,} | {len(plan.threads)} | {ours.ops_per_s:,.0f}"
+                f" | {speed:,.0f} | {ours.ops_per_s / speed if speed else 0.0:.2f}"
                 f" | {ours.fragmentation:.2f} | {theirs.get('fragmentation', 0.0):.2f} |"
             )
     print(f"\ncampaign took {time.perf_counter() - started:.0f} s")
@@ -200,8 +205,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.compare_glibc and allocator != "glibc":
         theirs = _replay_elsewhere(Path(args.trace), "glibc")
         print(
-            "glibc on the same trace (separate process): footprint"
-            f" {theirs['fragmentation']:.2f}x live"
+            f"glibc on the same trace (separate process): {theirs['ops_per_s']:,.0f} ops/s"
+            f" (arenas / glibc = {result.ops_per_s / theirs['ops_per_s']:.2f}),"
+            f" footprint {theirs['fragmentation']:.2f}x live"
         )
     if args.json:
         to_json([result], args.json)

@@ -31,14 +31,19 @@ def rss_bytes() -> int:
 
 
 class ThreadMetrics:
-    """One thread's counters: only that thread writes them."""
+    """One thread's counters: only that thread writes them.
 
-    __slots__ = ("latencies", "live", "ops")
+    ``shared``, when set, is told of every change in live bytes, for an exact
+    live peak (see :meth:`Recorder.moved`).
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("latencies", "live", "ops", "shared")
+
+    def __init__(self, shared: Recorder | None = None) -> None:
         self.ops = 0
         self.live = 0
         self.latencies: list[float] = []
+        self.shared = shared
 
 
 @dataclass
@@ -63,8 +68,12 @@ class RunResult:
 class Recorder:
     """Per-thread metrics plus a sampler thread for live bytes, footprint and RSS."""
 
-    def __init__(self, footprint: Callable[[], int], period: float = 0.005) -> None:
+    def __init__(
+        self, footprint: Callable[[], int], period: float = 0.005, exact_peak: bool = False
+    ) -> None:
         self._footprint = footprint
+        self.exact_peak = exact_peak
+        self._live = 0
         self._period = period
         self.threads: list[ThreadMetrics] = []
         self._lock = threading.Lock()
@@ -78,7 +87,7 @@ class Recorder:
         self._t0 = 0.0
 
     def thread(self) -> ThreadMetrics:
-        metrics = ThreadMetrics()
+        metrics = ThreadMetrics(self if self.exact_peak else None)
         with self._lock:
             self.threads.append(metrics)
         return metrics
@@ -94,11 +103,26 @@ class Recorder:
         self.seconds = time.perf_counter() - self._t0
         self._take()
 
+    def moved(self, delta: int) -> None:
+        """Live bytes changed by ``delta``; read the footprint at each new peak.
+
+        A peak counts as new once it passes the last one by more than 1%, which
+        bounds the footprint reads to a few thousand however long the run.
+        """
+        with self._lock:
+            self._live += delta
+            live = self._live
+            if live <= self.peak_live * 1.01 or live <= self.peak_live:
+                return
+            self.peak_live = live
+            self.footprint_at_peak = self._footprint()
+            self.peak_footprint = max(self.peak_footprint, self.footprint_at_peak)
+
     def _take(self) -> None:
         live = sum(m.live for m in list(self.threads))
         footprint = self._footprint()
         self.timeline.append((time.perf_counter() - self._t0, live, footprint))
-        if live >= self.peak_live:
+        if live >= self.peak_live and not self.exact_peak:
             self.peak_live = live
             self.footprint_at_peak = footprint
         self.peak_footprint = max(self.peak_footprint, footprint)

@@ -264,7 +264,8 @@ def replay(
     plan = parse(path)
     adapter = make_adapter(allocator) if isinstance(allocator, str) else allocator
     try:
-        with Recorder(adapter.footprint) as recorder:
+        # Exact peak: a trace's peak can be a single short-lived buffer.
+        with Recorder(adapter.footprint, exact_peak=True) as recorder:
 
             def thread_step(tid: int) -> Callable[[Event, Any], Any]:
                 w = Worker(adapter, recorder.thread(), tid)

@@ -109,8 +109,14 @@ class Worker:
             raise MemoryError(f"{self.adapter.name}: {what}({size}) failed")
         tag = self._tag()
         self._stamp(addr, size, tag)
-        self.m.live += size
+        self._live(size)
         return (addr, size, tag)
+
+    def _live(self, delta: int) -> None:
+        m = self.m
+        m.live += delta
+        if m.shared is not None:
+            m.shared.moved(delta)
 
     def free(self, block: Block) -> None:
         self.check(block)
@@ -124,7 +130,7 @@ class Worker:
             start = time.perf_counter()
             free(addr)
             m.latencies.append(time.perf_counter() - start)
-        m.live -= block[1]
+        self._live(-block[1])
 
     def realloc(self, block: Block, size: int) -> Block:
         self.check(block)
@@ -135,7 +141,7 @@ class Worker:
             raise BlockDamaged(f"{adapter.name}: realloc lost the bytes of {block[0]:#x}")
         tag = self._tag()
         self._stamp(addr, size, tag)
-        self.m.live += size - block[1]
+        self._live(size - block[1])
         return (addr, size, tag)
 
 

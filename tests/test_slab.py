@@ -237,3 +237,18 @@ def test_slab_blocks_resize_through_realloc() -> None:
         assert bytes(alloc.view(shrunk, 10)) == bytes(range(10))
         alloc.free(shrunk)
         alloc.check()
+
+
+def test_the_cache_is_bounded_in_bytes_per_class() -> None:
+    with Allocator(tcache_count=32, tcache_max_bytes=8192) as alloc:
+        for size, expected in ((64, 32), (1024, 8), (4096, 2), (16384, 0)):
+            blocks = [alloc.malloc(size) for _ in range(40)]
+            for addr in blocks:
+                alloc.free(addr)
+            held = len(alloc._tls.tcache[CLASS_OF[size]])  # this thread's cache of the class
+            assert expected // 2 <= held <= expected, (size, held)
+        alloc.check()
+    with Allocator() as alloc:  # the default: nothing above 32 KiB is cached
+        alloc.free(alloc.malloc(40_000))
+        assert alloc.stats().tcache_blocks == 0
+        alloc.check()
