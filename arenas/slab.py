@@ -274,7 +274,8 @@ def waste_report() -> str:
         worst = (size - (prev + 1)) / size
         mean = sum((size - r) / size for r in range(prev + 1, size + 1)) / (size - prev)
         span = CLASS_SPANS[cls]
-        lines.append(f"| {cls} | {size} | {span} | {span // size} | {worst:.1%} | {mean:.1%} |")
+        blocks = (span - CHUNK_HDR_SZ) // size
+        lines.append(f"| {cls} | {size} | {span} | {blocks} | {worst:.1%} | {mean:.1%} |")
         prev = size
     for lo, hi in ((1, 1024), (16, 1024), (1, SLAB_MAX)):
         waste = sum(CLASS_SIZES[CLASS_OF[r]] - r for r in range(lo, hi + 1))
