@@ -19,6 +19,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -n auto -q
 
+bench: $(STAMP)
+	$(PY) -m stress fastpath
+	$(PY) -m stress scaling
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check arenas tests stress
 	$(VENV)/bin/ruff format --check arenas tests stress

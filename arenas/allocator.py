@@ -35,7 +35,7 @@ from .arena import Arena
 from .chunk import CHUNK_HDR_SZ, MALLOC_ALIGNMENT, MAX_REQUEST, SIZE_SZ, request2size
 from .debug import Debugger, Leak
 from .errors import AllocatorError, DoubleFree, HeapCorruption, InvalidPointer, OutOfMemory
-from .heap import HeapTable
+from .heap import Heap, HeapTable
 from .large import MmappedChunks
 from .memory import BufferRegion, Region, SystemBudget, retry_deferred_unmaps
 from .registry import ArenaRegistry
@@ -568,9 +568,7 @@ class Allocator:
             self.free(addr)
             return new
         nb = request2size(size)
-        heap = self._heaps.get(addr & self._heap_mask)
-        if heap is None and self._main_lo <= addr < self._main_hi:
-            heap = self._registry.main.heap
+        heap = self._heap_of(addr)
         if heap is not None:
             arena = heap.arena
             with arena.lock:
@@ -586,15 +584,21 @@ class Allocator:
         return new
 
     # ============================================================ inspection
+    def _heap_of(self, addr: int) -> Heap | None:
+        """The heap an address falls in: an aligned heap by mask, else the main heap by
+        range; None for addresses in no heap (mapped chunks, foreign memory)."""
+        heap = self._heaps.get(addr & self._heap_mask)
+        if heap is None and self._main_lo <= addr < self._main_hi:
+            heap = self._registry.main.heap
+        return heap
+
     def _locate(self, addr: int) -> tuple[Region, int]:
         """The region holding the live block ``addr`` and its usable size."""
         cls = self._live.get(addr)
         if cls is not None:
             slab = self._slab_table.slabs[addr & -CLASS_SPANS[cls]]
             return slab.heap.region, CLASS_SIZES[cls]
-        heap = self._heaps.get(addr & self._heap_mask)
-        if heap is None and self._main_lo <= addr < self._main_hi:
-            heap = self._registry.main.heap
+        heap = self._heap_of(addr)
         if heap is not None:
             size = heap.arena.in_use.get(addr)
             if size is None or addr - CHUNK_HDR_SZ in heap.arena.slabs:
@@ -629,22 +633,16 @@ class Allocator:
         """The base address of the heap holding block ``addr`` (``addr & ~(HEAP_MAX_SIZE-1)``
         for a non-main arena, the main heap's base for the main arena)."""
         self._locate(addr)
-        base = addr & self._heap_mask
-        if base in self._heaps:
-            return base
-        if self._main_lo <= addr < self._main_hi:
-            return self._main_lo
-        raise InvalidPointer(f"block {addr:#x} has a mapping of its own, not a heap")
+        heap = self._heap_of(addr)
+        if heap is None:
+            raise InvalidPointer(f"block {addr:#x} has a mapping of its own, not a heap")
+        return heap.base
 
     def arena_for(self, addr: int) -> int | None:
         """The index of the arena owning block ``addr`` (0 = main), None for a mapped chunk."""
         self._locate(addr)
-        heap = self._heaps.get(addr & self._heap_mask)
-        if heap is not None:
-            return heap.arena.index
-        if self._main_lo <= addr < self._main_hi:
-            return 0
-        return None
+        heap = self._heap_of(addr)
+        return None if heap is None else heap.arena.index
 
     def check(self) -> None:
         """Walk every arena, heap, bin, slab and mapping; raise ``HeapCorruption`` if anything
