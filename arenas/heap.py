@@ -37,7 +37,6 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from .chunk import NON_MAIN_ARENA, PREV_INUSE
 from .memory import Region, SystemBudget, page_align
 
 if TYPE_CHECKING:
@@ -125,9 +124,6 @@ class Heap:
         self.budget.give(self.size)
         self.size = 0
         self.region.unmap()
-
-    def chunk_flags(self) -> int:
-        return PREV_INUSE | (NON_MAIN_ARENA if self.start != self.base else 0)
 
     @classmethod
     def new_aligned(

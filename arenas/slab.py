@@ -136,9 +136,6 @@ class SlabTable:
         self.slabs: dict[int, Slab] = {}
         self.lock = threading.Lock()
 
-    def slab_of(self, addr: int, cls: int) -> Slab | None:
-        return self.slabs.get(addr & -CLASS_SPANS[cls])
-
     def find(self, addr: int) -> Slab | None:
         """The slab containing ``addr`` whatever its class (slow: tries every span)."""
         seen = set()
