@@ -9,20 +9,22 @@ docs/slabs.md for the measured figures)::
 
     16 32 48 64 80 96 112 128 | 160 192 224 256 | 320 384 448 512 | ... | 40960 49152 57344 65536
 
-A slab is one chunk obtained from an arena with ``_int_memalign(span, span)``:
-its user bytes are ``span`` bytes aligned to ``span`` (a power of two), so the
-slab of any block is ``addr & ~(span - 1)``: the same trick as
-``heap_for_ptr``, one level down::
+A slab is one chunk of exactly ``span`` bytes (a power of two, at least
+1 KiB) whose *chunk address* is a multiple of ``span``
+(:meth:`Arena.alloc_aligned_chunk`).  The chunk's own header is the span's
+first 16 bytes and the blocks follow it, so the slab of any block is
+``addr & -span``: the same trick as ``heap_for_ptr``, one level down.
+Slabs cut one after another from the top chunk tile the heap with no gap::
 
-    arena heap:  ... | chunk hdr | slab (span bytes, span-aligned)                 | ...
-                                 | blk | blk | blk | ... | blk | never used yet  |
-                                 ^ base                        ^ bump
+    arena heap:  ... | slab: chunk hdr | blk | blk | ... | blk | never used yet | slab: ...
+                     ^ base (span-aligned)                      ^ bump            ^ base + span
 
 Blocks never touched stay beyond ``bump`` (their pages are never made
-resident); freed blocks go on the slab's ``free`` list.  A slab whose blocks
-are all free again goes back to its arena as an ordinary free chunk (one
-empty slab per class is kept to avoid churning), so memory from a finished
-burst can serve any size.
+resident); freed blocks go on the slab's ``free`` list.  Refills take the
+fullest partial slab first, so emptier ones drain.  A slab whose blocks are
+all free again goes back to its arena as an ordinary free chunk (with no
+thread cache, one empty slab per class is kept back to avoid churning), so
+memory from a finished burst can serve any size.
 
 Locking: a slab and its arena's slab lists are guarded by the owning arena's
 lock.  :class:`SlabTable` (base -> slab) is read without a lock and written
