@@ -644,14 +644,18 @@ class Allocator:
         heap = self._heap_of(addr)
         return None if heap is None else heap.arena.index
 
-    def check(self) -> None:
+    def check(self, quiet: bool | None = None) -> None:
         """Walk every arena, heap, bin, slab and mapping; raise ``HeapCorruption`` if anything
         is off.
 
-        Each arena is checked under its own lock.  The slab accounting (every
+        Each arena is checked under its own lock, so that part is exact
+        whatever other threads do.  The slab accounting across threads (every
         block live, cached by some thread, or free in its slab, exactly once)
-        spans all threads' caches, which are lock-free: it is exact when no
-        other thread is allocating, so call ``check()`` at quiet points.
+        reads the threads' caches, which are lock-free: while other threads
+        allocate, a block can be on its way between them, and no snapshot is
+        exact.  So it runs only when ``quiet``: by default, when the calling
+        thread is the only one attached; pass ``quiet=True`` when you know the
+        other threads are idle, ``False`` to skip it.
         """
         registry = self._registry
         with registry.writing():
@@ -666,7 +670,10 @@ class Allocator:
                             if self._heaps.get(heap.base) is not heap:
                                 raise HeapCorruption(f"heap {heap.base:#x} missing from the table")
                     self._check_slabs(arena)
-            self._check_slab_blocks(arenas)
+            if quiet is None:
+                quiet = sum(a.attached_threads for a in arenas) <= 1
+            if quiet:
+                self._check_slab_blocks(arenas)
             if len(registry.arenas) > registry.arena_max:
                 raise HeapCorruption("more arenas than arena_max")
             for arena in registry.arenas:

@@ -404,3 +404,45 @@ def test_fork_with_the_default_allocator() -> None:
     assert _wait_child(pid) == 0
     assert ctypes.string_at(addr, 5) == b"hello"  # the parent's copy is its own
     arenas.free(addr)
+
+
+def test_check_while_threads_allocate_and_when_quiet() -> None:
+    from arenas import HeapCorruption
+    from arenas.slab import CLASS_OF
+
+    with Allocator(arena_max=4) as alloc:
+        stop = threading.Event()
+
+        def churn(k: int) -> None:
+            rng = random.Random(k)
+            live: list[int] = []
+            while not stop.is_set():
+                if live and rng.random() < 0.5:
+                    alloc.free(live.pop(rng.randrange(len(live))))
+                else:
+                    live.append(alloc.malloc(rng.choice([rng.randint(1, 2000), 90_000])))
+            for addr in live:
+                alloc.free(addr)
+
+        workers = [threading.Thread(target=churn, args=(k,)) for k in range(8)]
+        for t in workers:
+            t.start()
+        try:
+            deadline = time.monotonic() + 1.5
+            while time.monotonic() < deadline:
+                alloc.check()  # per-arena invariants, exact under each lock: never a false alarm
+                alloc.stats()
+                alloc.trim()
+        finally:
+            stop.set()
+            for t in workers:
+                t.join()
+        alloc.check()  # quiet now: the slab accounting across caches runs too
+        # and that accounting does catch a block that went missing
+        addr = alloc.malloc(48)
+        alloc._live.pop(addr)  # lost: neither live, cached, nor free
+        with pytest.raises(HeapCorruption, match=r"held \+ \d+ free != \d+ blocks"):
+            alloc.check()
+        alloc._live[addr] = CLASS_OF[48]  # found again
+        alloc.free(addr)
+        alloc.check(quiet=True)
