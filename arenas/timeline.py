@@ -148,40 +148,144 @@ class Timeline:
 
     def write_png(self, path: str | Path, frame: int | None = None) -> Path:
         """Draw one frame (by default the busiest) as a PNG with matplotlib."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         shot = self.frames[self.busiest_frame() if frame is None else frame]
-        strips = [(a["index"], h) for a in shot["arenas"] for h in a["heaps"]]
-        fig, ax = plt.subplots(figsize=(8, 0.5 + 0.45 * len(strips)))
-        colours = {
-            0: "#4c72b0",
-            1: "#dddddd",
-            2: "#ffffff",
-            3: "#f39c12",
-            4: "#000000",
-            5: "#555555",
-        }
-        thread_colours = ["#4c72b0", "#55a868", "#c44e52", "#8172b2", "#ccb974", "#64b5cd"]
-        for row, (_, strip) in enumerate(strips):
-            x = 0
-            for cells, state, owner in strip["runs"]:
-                colour = thread_colours[owner % 6] if state == 0 and owner >= 0 else colours[state]
-                ax.barh(row, cells, left=x, color=colour, edgecolor="#999999", linewidth=0.2)
-                x += cells
-        ax.set_yticks(range(len(strips)))
-        ax.set_yticklabels([f"arena {a} heap {s['base'][-7:]}" for a, s in strips], fontsize=7)
-        ax.set_xticks([])
-        ax.set_title(
-            f"event {shot['event']}: in use (by thread), free (grey), slab (orange)", fontsize=8
+        rows = [
+            (f"arena {a['index']} heap {h['base'][-7:]}", h)
+            for a in shot["arenas"]
+            for h in a["heaps"]
+        ]
+        title = f"event {shot['event']}: in use (by thread), free (grey), slab (orange)"
+        return draw_strips(rows, title, path)
+
+
+_STATE_COLOURS = ["#4c72b0", "#dddddd", "#ffffff", "#f39c12", "#000000", "#555555"]
+_THREAD_COLOURS = ["#4c72b0", "#55a868", "#c44e52", "#8172b2", "#ccb974", "#64b5cd"]
+
+
+def draw_strips(rows: list[tuple[str, dict[str, Any]]], title: str, path: str | Path) -> Path:
+    """Draw labelled heap strips (as captured in frames) into a PNG with matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 0.6 + 0.45 * len(rows)))
+    for row, (_, strip) in enumerate(rows):
+        x = 0
+        for cells, state, owner in strip["runs"]:
+            colour = (
+                _THREAD_COLOURS[owner % len(_THREAD_COLOURS)]
+                if state == 0 and owner >= 0
+                else _STATE_COLOURS[state]
+            )
+            ax.barh(row, cells, left=x, color=colour, edgecolor="#999999", linewidth=0.2)
+            x += cells
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([label for label, _ in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xticks([])
+    ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def tutorial_pictures(directory: str | Path) -> list[Path]:
+    """Draw the pictures of docs/tutorial.md from live allocators.
+
+    ``python -m arenas.timeline --tutorial docs/img`` remakes them.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .slab import CLASS_SIZES
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+
+    # Step 1: the size classes and the worst waste of each.
+    fig, ax = plt.subplots(figsize=(8, 2.6))
+    prev = 0
+    for size in CLASS_SIZES:
+        worst = (size - prev - 1) / size
+        power = size & (size - 1) == 0
+        ax.bar(str(size), worst * 100, color="#c44e52" if power else "#4c72b0")
+        prev = size
+    ax.set_ylabel("worst waste %")
+    ax.set_title("44 size classes; red: balloc's 13 powers of two", fontsize=8)
+    ax.tick_params(axis="x", labelrotation=90, labelsize=6)
+    fig.tight_layout()
+    written.append(out / "tutorial-classes.png")
+    fig.savefig(written[-1], dpi=100)
+    plt.close(fig)
+
+    # Steps 3 and 4: three chunks, one freed, then coalesced into the top.
+    alloc = Allocator(top_pad=0, trim_threshold=1 << 30)  # keep the top in the picture
+    timeline = Timeline(alloc, resolution=200)
+    q, r, s = (alloc.malloc(100_000) for _ in range(3))
+    snapshots: list[tuple[str, dict[str, Any]]] = []
+    for label, action in (
+        ("malloc q, r, s", None),
+        ("free(r): a free chunk", r),
+        ("free(s): r and s melt into the top", s),
+    ):
+        if action is not None:
+            alloc.free(action)
+        timeline.capture(label)
+        snapshots.append((label, timeline.frames[-1]["arenas"][0]["heaps"][0]))
+    alloc.free(q)
+    written.append(
+        draw_strips(
+            snapshots,
+            "the main heap: in use (blue), free (grey), top (white)",
+            out / "tutorial-chunks.png",
         )
-        fig.tight_layout()
-        path = Path(path)
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        return path
+    )
+    alloc.close()
+
+    # Step 5: three threads alive at once, each bound to its own arena.
+    alloc = Allocator()
+    timeline = Timeline(alloc, resolution=200)
+    alloc.free(alloc.malloc(1))  # this thread takes the main arena
+    ready = threading.Barrier(4)
+    done = threading.Event()
+    kept: list[int] = []
+
+    def work(tid: int) -> None:
+        timeline.thread_arena[tid] = alloc.thread_arena()
+        for k in range(4):
+            addr = alloc.malloc(90_000 + 5_000 * (tid + k))  # chunks, below mmap_threshold
+            timeline.owners[addr] = tid
+            kept.append(addr)
+        ready.wait()
+        done.wait()
+
+    threads = [threading.Thread(target=work, args=(tid,)) for tid in range(3)]
+    for t in threads:
+        t.start()
+    ready.wait()
+    timeline.capture("three threads")
+    done.set()
+    for t in threads:
+        t.join()
+    frame = timeline.frames[-1]
+    rows = [
+        (
+            f"arena {a['index']} (thread {', '.join(map(str, a['threads'])) or 'main'})",
+            a["heaps"][0],
+        )
+        for a in frame["arenas"]
+    ]
+    written.append(
+        draw_strips(rows, "each thread's chunks in its own arena", out / "tutorial-arenas.png")
+    )
+    alloc.close()
+    return written
 
 
 def from_trace(
@@ -236,11 +340,19 @@ def main(argv: list[str]) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m arenas.timeline", description=main.__doc__)
-    parser.add_argument("trace")
+    parser.add_argument("trace", nargs="?")
+    parser.add_argument("--tutorial", metavar="DIR", help="draw the tutorial's pictures into DIR")
     parser.add_argument("--html", help="write the scrubbable page here")
     parser.add_argument("--png", help="write a snapshot of the busiest frame here")
     parser.add_argument("--frames", type=int, default=300)
     args = parser.parse_args(argv)
+    if args.tutorial:
+        for path in tutorial_pictures(args.tutorial):
+            print(path)
+        if not args.trace:
+            return 0
+    if not args.trace:
+        parser.error("give a trace (or --tutorial DIR)")
     try:
         timeline = from_trace(args.trace, max_frames=args.frames)
     except (OSError, ValueError) as exc:

@@ -100,3 +100,16 @@ def test_page_in_headless_chromium(tmp_path: Path) -> None:
     expected = max(len(f["arenas"]) for f in timeline.frames)
     assert attrs.get("arenas") == str(expected) == "4"
     assert int(attrs["frames"]) == len(timeline.frames)
+
+
+def test_tutorial_pictures(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from arenas.timeline import tutorial_pictures
+
+    written = tutorial_pictures(tmp_path)
+    assert [p.name for p in written] == [
+        "tutorial-classes.png",
+        "tutorial-chunks.png",
+        "tutorial-arenas.png",
+    ]
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in written)
