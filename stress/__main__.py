@@ -31,7 +31,7 @@ from . import fastpath, scaling
 from .adapters import ADAPTERS
 from .metrics import RunResult
 from .record import RecordError, record
-from .report import plot, summary, table, to_json
+from .report import arena_distribution, plot, summary, table, to_json
 from .trace import TraceError, replay, synthesize
 from .workloads import WORKLOADS, run_workload
 
@@ -43,9 +43,14 @@ class UsageError(Exception):
     """Bad input from the command line: reported in one line, exit code 2."""
 
 
+_quarters_shown: dict[int, int] = {}  # total -> quarters already logged
+
+
 def _progress(done: int, total: int, label: str) -> None:
-    if not sys.stderr.isatty():  # a log file: a line at every quarter, no bar
-        if (total >= 4 and done % max(total // 4, 1) == 0) or done == total:
+    if not sys.stderr.isatty():  # a log file: a line each time a quarter is passed, no bar
+        quarter = 4 * done // max(total, 1)
+        if quarter > _quarters_shown.get(total, -1):
+            _quarters_shown[total] = quarter
             print(f"{done}/{total} {label}", file=sys.stderr, flush=True)
         return
     width = 30
@@ -96,6 +101,10 @@ def _runs(
 
 def _emit(results: list[RunResult], args: argparse.Namespace) -> None:
     print(table(results))
+    spread = arena_distribution(results)
+    if spread:
+        print("\nHow the arenas allocators spread over their arenas:")
+        print(spread)
     if any(r.allocator == "glibc" for r in results):
         print()
         print(summary(results))
@@ -188,7 +197,9 @@ def _replay_elsewhere(path: Path, allocator: str) -> dict[str, float]:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     allocator = _csv(args.allocator, list(ADAPTERS), "allocator")[0]
-    result, plan, left = replay(args.trace, allocator)
+    result, plan, left = replay(
+        args.trace, allocator, progress=lambda done, total: _progress(done, total, "events")
+    )
     if left != plan.live_bytes_at_end:
         raise UsageError(
             f"accounting mismatch: {left} bytes left live, trace says {plan.live_bytes_at_end}"

@@ -99,6 +99,7 @@ class ArenasAdapter(Adapter):
                 "threads": a.attached_threads,
                 "system": a.system_bytes,
                 "in_use": a.in_use_bytes,
+                "peak": a.max_system_bytes,
             }
             for a in self.alloc.stats().arenas
         ]

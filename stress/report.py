@@ -36,6 +36,19 @@ def table(results: Sequence[RunResult]) -> str:
     return "\n".join(lines)
 
 
+def arena_distribution(results: Sequence[RunResult]) -> str:
+    """For each multi-threaded arenas run: how much each arena held at its peak."""
+    lines = [
+        "| workload | allocator | thr | peak MiB held, arena by arena |",
+        "|---|---|---:|---|",
+    ]
+    for r in results:
+        if r.arenas and r.threads > 1:
+            cells = ", ".join(f"#{a['index']}: {_mib(a['peak'])}" for a in r.arenas)
+            lines.append(f"| {r.workload} | {r.allocator} | {r.threads} | {cells} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def summary(results: Sequence[RunResult], baseline: str = "glibc") -> str:
     """Throughput of each allocator relative to ``baseline``, per workload (geometric mean)."""
     by: dict[tuple[str, int], dict[str, float]] = {}

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import gzip
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,6 +208,7 @@ def drive(
     plan: Plan,
     thread_step: Callable[[int], Callable[[Event, Any], Any]],
     timeout: float = 30.0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[Any]:
     """Run ``plan`` with one thread per traced thread; return the handles left live.
 
@@ -215,9 +217,11 @@ def drive(
     (None if it frees nothing); ``step`` returns the new handle when the event
     allocates.  Each thread keeps its events' order, and an event that frees
     a block waits until the allocation that made it has happened, whichever
-    thread made it.
+    thread made it.  ``progress(done, total)``, if given, is called twice a
+    second once the replay has run for two seconds.
     """
     handles: list[Any] = [None] * plan.allocations
+    done = dict.fromkeys(plan.threads, 0)  # events done, per traced thread
     ready = [threading.Event() for _ in range(plan.allocations)]
     errors: list[BaseException] = []
 
@@ -235,6 +239,7 @@ def drive(
                 if ev.alloc >= 0:
                     handles[ev.alloc] = new
                     ready[ev.alloc].set()
+                done[tid] += 1  # only this thread writes its own count
         except BaseException as exc:
             errors.append(exc)
 
@@ -244,6 +249,15 @@ def drive(
     ]
     for t in pool:
         t.start()
+    if progress is not None:
+        total = sum(len(events) for events in plan.threads.values())
+        began = time.monotonic()
+        while any(t.is_alive() for t in pool):
+            pool[0].join(0.5)
+            if time.monotonic() - began > 2.0:
+                progress(sum(done.values()), total)
+        if time.monotonic() - began > 2.0:
+            progress(total, total)
     for t in pool:
         t.join()
     if errors:
@@ -252,7 +266,10 @@ def drive(
 
 
 def replay(
-    path: str | Path, allocator: str | Adapter, timeout: float = 30.0
+    path: str | Path,
+    allocator: str | Adapter,
+    timeout: float = 30.0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[RunResult, Plan, int]:
     """Replay a trace; return the run's metrics, the plan, and the bytes left live.
 
@@ -271,7 +288,7 @@ def replay(
                 w = Worker(adapter, recorder.thread(), tid)
                 return lambda ev, old: perform(ev, old, w.malloc, w.memalign, w.realloc, w.free)
 
-            left: list[Block] = drive(plan, thread_step, timeout)
+            left: list[Block] = drive(plan, thread_step, timeout, progress)
         result = recorder.result(
             Path(path).name, adapter.name, len(plan.threads), adapter.arena_stats()
         )
