@@ -186,6 +186,15 @@ class Run:
             raise self.errors[0]
 
 
+def _free_shared(w: Worker, shared: list[Block], lock: threading.Lock) -> None:
+    """Take everything left on a list other threads share, and free it here."""
+    with lock:
+        blocks = shared[:]
+        shared.clear()
+    for block in blocks:
+        w.free(block)
+
+
 def _steps(base: int, scale: float) -> int:
     return max(int(base * scale), 4)
 
@@ -269,11 +278,7 @@ def mstress(run: Run, threads: int, scale: float) -> None:
                     w.free(block)
         for block in retained:
             w.free(block)
-        with lock:
-            rest = transfer[:]
-            transfer.clear()
-        for block in rest:
-            w.free(block)
+        _free_shared(w, transfer, lock)
 
     run.threads(threads, body)
 
@@ -415,11 +420,7 @@ def mleak(run: Run, threads: int, scale: float) -> None:
             t = threading.Thread(target=short_lived, args=(kid,))
             t.start()
             t.join()
-        with lock:
-            mine = left[:]
-            left.clear()
-        for block in mine:
-            w.free(block)
+        _free_shared(w, left, lock)
 
     run.threads(threads, body)
 
