@@ -325,13 +325,13 @@ class Allocator:
         cls = CLASS_OF[size]
         want = (self._tcache_counts[cls] >> 1) + 1
         arena: Arena = self._tls.arena
+        table = self._slab_table
+        main = self._registry.main
         with arena.lock:
-            blocks = take_blocks(arena, cls, want, self._slab_table)
+            blocks = take_blocks(arena, cls, want, table, grow=arena is main)
         if not blocks:
-            main = self._registry.main
             if arena is not main:
-                with main.lock:
-                    blocks = take_blocks(main, cls, want, self._slab_table)
+                blocks = self._refill_elsewhere(arena, main, cls, want)
             if not blocks:
                 # No room for a whole slab: an ordinary chunk may still fit.
                 return self._malloc_chunk(size)
@@ -340,6 +340,30 @@ class Allocator:
         cached.extend(blocks)
         self._live[addr] = cls
         return addr
+
+    def _refill_elsewhere(self, arena: Arena, main: Arena, cls: int, want: int) -> list[int]:
+        """A non-main arena would have to grow its heap for a new slab.
+
+        Memory the main arena already holds (its partial slabs, or free chunks
+        left by a burst that ended) is used first, if its lock is free at once:
+        otherwise a thread that finished its work on the main arena pins
+        memory there that no other thread can reach.  Then the arena grows;
+        then the main arena grows (glibc's ``arena_get_retry``).
+        """
+        table = self._slab_table
+        blocks: list[int] = []
+        if main.lock.acquire(blocking=False):
+            try:
+                blocks = take_blocks(main, cls, want, table, grow=False)
+            finally:
+                main.lock.release()
+        if not blocks:
+            with arena.lock:
+                blocks = take_blocks(arena, cls, want, table)
+        if not blocks:
+            with main.lock:
+                blocks = take_blocks(main, cls, want, table)
+        return blocks
 
     def _malloc_chunk(self, size: int) -> int:
         """glibc's malloc proper: a chunk from the arena, or a mapping of its own."""
@@ -492,15 +516,27 @@ class Allocator:
 
     def _return_blocks(self, cls: int, blocks: list[int]) -> None:
         """Give blocks back to their slabs, each under its own arena's lock."""
-        slabs = self._slab_table.slabs
+        table = self._slab_table
+        slabs = table.slabs
         mask = -CLASS_SPANS[cls]
-        by_arena: dict[Arena, list[int]] = {}
-        for addr in blocks:
-            by_arena.setdefault(slabs[addr & mask].arena, []).append(addr)
-        for arena, mine in by_arena.items():
+        owners = [slabs[addr & mask] for addr in blocks]
+        keep_spare = self._tcache_counts[cls] == 0
+        arena = owners[0].arena
+        for slab in owners:
+            if slab.arena is not arena:
+                break
+        else:  # the usual case: one arena, one lock
             with arena.lock:
-                keep_spare = self._tcache_counts[cls] == 0
-                return_blocks(arena, cls, mine, self._slab_table, keep_spare)
+                return_blocks(arena, cls, blocks, owners, table, keep_spare)
+            return
+        by_arena: dict[Arena, tuple[list[int], list[Slab]]] = {}
+        for addr, slab in zip(blocks, owners, strict=True):
+            mine, theirs = by_arena.setdefault(slab.arena, ([], []))
+            mine.append(addr)
+            theirs.append(slab)
+        for arena, (mine, theirs) in by_arena.items():
+            with arena.lock:
+                return_blocks(arena, cls, mine, theirs, table, keep_spare)
 
     def _diagnose_slab(self, addr: int) -> InvalidPointer | None:
         """If ``addr`` points into a slab, say exactly what is wrong with it."""
@@ -950,6 +986,7 @@ class Allocator:
         reference_malloc: Callable[[int], int] = Allocator.malloc.__get__(self)
         reference_free: Callable[[int], None] = Allocator.free.__get__(self)
         free_popped = self._free_popped
+        refill = self._malloc_refill
 
         def malloc(size: int) -> int:
             if size.__class__ is int and size >= 0:
@@ -962,6 +999,8 @@ class Allocator:
                     addr: int = cached.pop()
                     live[addr] = cls
                     return addr
+                if cached is not None:
+                    return refill(size, cached)
             return reference_malloc(size)
 
         def free(addr: int) -> None:

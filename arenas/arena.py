@@ -579,7 +579,7 @@ class Arena:
         return mem
 
     # ====================================================== aligned chunks
-    def alloc_aligned_chunk(self, span: int) -> int:
+    def alloc_aligned_chunk(self, span: int, grow: bool = True) -> int:
         """A chunk of exactly ``span`` bytes whose *chunk address* is a multiple of ``span``.
 
         Slabs are made of these: the header sits inside the span, so slabs
@@ -587,11 +587,13 @@ class Arena:
         A free chunk that already holds an aligned span is preferred (the
         lowest such, among the first candidates of the large bins); otherwise
         the top chunk is cut at the next aligned address, the lead going back
-        to the bins.  Returns the user address (chunk + 16), or 0.
+        to the bins.  With ``grow`` false the heap is not grown for it: the
+        caller would rather use memory that another arena already holds.
+        Returns the user address (chunk + 16), or 0.
         """
         chunk = self._aligned_fit(span)
         if not chunk:
-            chunk = self._aligned_from_top(span)
+            chunk = self._aligned_from_top(span, grow)
             if not chunk:
                 return 0
         mem = chunk + CHUNK_HDR_SZ
@@ -647,14 +649,14 @@ class Arena:
             w[((chunk - base) >> 3) + 1] = lead | PREV_INUSE | nm
             self._free_chunk(heap, chunk, lead)
 
-    def _aligned_from_top(self, span: int) -> int:
+    def _aligned_from_top(self, span: int, grow: bool) -> int:
         top = self.top
         aligned = (top + span - 1) & -span
         if 0 < aligned - top < MINSIZE:
             aligned += span
         need = aligned - top + span
         if self.top_size() < need + MINSIZE:
-            if not self._sysmalloc(need):
+            if not grow or not self._sysmalloc(need):
                 return 0
             top = self.top  # a new heap moves the top
             aligned = (top + span - 1) & -span

@@ -56,10 +56,12 @@ __all__ = [
 ]
 
 SLAB_MAX = 65536
-# Fewest blocks in a slab; small classes get more, since a slab is at least a
-# page.  Big classes get fewer, so that a few big blocks do not pin a big span.
+# Fewest blocks in a slab; small classes get more, since a slab is at least
+# MIN_SPAN.  Big classes get fewer, so that a few big blocks do not pin a big
+# span (nor count a big untouched one in the footprint).
 SLAB_BLOCKS = 8
 SLAB_BLOCKS_LARGE = 4
+SLAB_BLOCKS_HUGE = 3
 # The smallest span.  It need not be a page: masking works for any power of
 # two, and a small program with a few blocks in many classes should not pay
 # a page per class.
@@ -81,10 +83,25 @@ NCLASSES = len(CLASS_SIZES)
 
 
 def _span(size: int) -> int:
-    # The chunk header takes the first 16 bytes of the span.
-    blocks = SLAB_BLOCKS if size <= 1024 else SLAB_BLOCKS_LARGE
+    """The smallest power of two (>= MIN_SPAN) holding the slab's chunk header and its blocks.
+
+    The header's 16 bytes cost a power-of-two class one block of its span
+    (a 2048-byte class fits 7 blocks in 16 KiB, wasting 12.5%), so when the
+    tail left over is more than 1/16 of the span, the span is doubled once.
+    From 64 KiB up the bar is 1/8: pinning a bigger span costs more than the
+    tail saves.
+    """
+    if size <= 1024:
+        blocks = SLAB_BLOCKS
+    elif size <= 16384:
+        blocks = SLAB_BLOCKS_LARGE
+    else:
+        blocks = SLAB_BLOCKS_HUGE
     span = MIN_SPAN
     while span < CHUNK_HDR_SZ + size * blocks:
+        span *= 2
+    tail = (span - CHUNK_HDR_SZ) % size + CHUNK_HDR_SZ
+    if tail * (16 if span < SLAB_MAX else 8) > span:
         span *= 2
     return span
 
@@ -152,8 +169,8 @@ class SlabTable:
 
 
 # ====================================================================== take
-def _new_slab(arena: Arena, cls: int, table: SlabTable) -> Slab | None:
-    mem = arena.alloc_aligned_chunk(CLASS_SPANS[cls])
+def _new_slab(arena: Arena, cls: int, table: SlabTable, grow: bool) -> Slab | None:
+    mem = arena.alloc_aligned_chunk(CLASS_SPANS[cls], grow)
     if not mem:
         return None
     base = mem - CHUNK_HDR_SZ
@@ -164,69 +181,88 @@ def _new_slab(arena: Arena, cls: int, table: SlabTable) -> Slab | None:
     return slab
 
 
-def take_blocks(arena: Arena, cls: int, n: int, table: SlabTable) -> list[int]:
+def take_blocks(arena: Arena, cls: int, n: int, table: SlabTable, grow: bool = True) -> list[int]:
     """Up to ``n`` free blocks of class ``cls`` from this arena's slabs (new ones if needed).
 
     Called with ``arena.lock`` held.  Returns fewer (possibly none) only when
-    the arena cannot make a new slab.
+    the arena cannot make a new slab (without growing its heap, if ``grow``
+    is false).  The partial slabs are sorted once per
+    call, fullest first, so that emptier ones drain and go back; a scan per
+    slab taken would make a refill quadratic in the number of partial slabs.
     """
     out: list[int] = []
     partial = arena.slab_partial[cls]
-    while len(out) < n:
-        if partial:
-            # The fullest slab first: emptier ones then drain and go back.
-            slab = min(partial.values(), key=_free_count) if len(partial) > 1 else _first(partial)
-        else:
-            new = _new_slab(arena, cls, table)
-            if new is None:
-                break
-            slab = new
-            partial[slab.base] = slab
-        want = n - len(out)
-        free = slab.free
-        if free:
-            k = min(want, len(free))
-            out += free[-k:]
-            del free[-k:]
-            want -= k
-            slab.nfree -= k
-        if want and slab.bump < slab.end:
-            k = min(want, (slab.end - slab.bump) // slab.size)
-            stop = slab.bump + k * slab.size
-            out += range(slab.bump, stop, slab.size)
-            slab.bump = stop
-            slab.nfree -= k
-        if slab.nfree == 0:
-            del partial[slab.base]
-        if slab is arena.slab_spare[cls]:
-            arena.slab_spare[cls] = None
+    if partial:
+        spare = arena.slab_spare[cls]
+        order = (
+            sorted(partial.values(), key=_free_count)
+            if len(partial) > 1
+            else list(partial.values())
+        )
+        for slab in order:
+            n -= _take(slab, n, out)
+            if slab.nfree == 0:
+                del partial[slab.base]
+            if slab is spare:
+                arena.slab_spare[cls] = None
+            if not n:
+                return out
+    while n:
+        new = _new_slab(arena, cls, table, grow)
+        if new is None:
+            break
+        n -= _take(new, n, out)
+        if new.nfree:
+            partial[new.base] = new
     return out
+
+
+def _take(slab: Slab, n: int, out: list[int]) -> int:
+    """Move up to ``n`` blocks of ``slab`` to ``out``: freed ones first, then fresh ones."""
+    free = slab.free
+    k = len(free)
+    if k >= n:
+        out += free[-n:]
+        del free[-n:]
+        slab.nfree -= n
+        return n
+    if k:
+        out += free
+        free.clear()
+    want = n - k
+    fresh = (slab.end - slab.bump) // slab.size
+    if fresh > want:
+        fresh = want
+    if fresh:
+        stop = slab.bump + fresh * slab.size
+        out += range(slab.bump, stop, slab.size)
+        slab.bump = stop
+    slab.nfree -= k + fresh
+    return k + fresh
 
 
 def _free_count(slab: Slab) -> int:
     return slab.nfree
 
 
-def _first(partial: dict[int, Slab]) -> Slab:
-    return next(iter(partial.values()))
-
-
 # ==================================================================== return
 def return_blocks(
-    arena: Arena, cls: int, blocks: list[int], table: SlabTable, keep_spare: bool = False
+    arena: Arena,
+    cls: int,
+    blocks: list[int],
+    slabs: list[Slab],
+    table: SlabTable,
+    keep_spare: bool = False,
 ) -> None:
-    """Give ``blocks`` (all of class ``cls``, all in this arena's slabs) back.
+    """Give ``blocks`` (all of class ``cls``) back to ``slabs`` (the slab of each, in this arena).
 
     Called with ``arena.lock`` held.  A slab that becomes wholly free goes back
     to the arena, unless ``keep_spare`` asks to keep one such slab per class:
     with no thread cache, a loop that allocates and frees one block would
     otherwise carve and free a slab every time.
     """
-    span_mask = -CLASS_SPANS[cls]
-    slabs = table.slabs
     partial = arena.slab_partial[cls]
-    for addr in blocks:
-        slab = slabs[addr & span_mask]
+    for addr, slab in zip(blocks, slabs, strict=True):
         slab.free.append(addr)
         slab.nfree += 1
         if slab.nfree == 1:

@@ -252,3 +252,45 @@ def test_the_cache_is_bounded_in_bytes_per_class() -> None:
         alloc.free(alloc.malloc(40_000))
         assert alloc.stats().tcache_blocks == 0
         alloc.check()
+
+
+def test_slab_tails_are_small() -> None:
+    # The chunk header costs a power-of-two class one block of its span; spans
+    # grow until what is left over is at most 1/16 of the span (1/8 from 64 KiB).
+    for size, span in zip(CLASS_SIZES, CLASS_SPANS, strict=True):
+        tail = span - (span - 16) // size * size
+        assert tail * (16 if span < SLAB_MAX else 8) <= span, (size, span)
+        assert (span - 16) // size >= 3, (size, span)
+
+
+def test_a_thread_fills_the_main_arenas_holes_before_growing_its_heap() -> None:
+    with Allocator(tcache_count=0, top_pad=0) as alloc:
+        # A finished burst in the main arena: 8 MiB of 2 KiB blocks, all freed
+        # but one per MiB, which pins the memory between them (no trim).
+        burst = [alloc.malloc(2048) for _ in range(4096)]
+        keep = burst[::512]
+        for addr in burst:
+            if addr not in keep:
+                alloc.free(addr)
+        main_system = alloc.stats().arenas[0].system_bytes
+        placed: list[tuple[int | None, int]] = []
+
+        def worker() -> None:
+            mine = [alloc.malloc(3000) for _ in range(1000)]  # about 3 MiB
+            placed.extend((alloc.arena_for(addr), addr) for addr in mine)
+            assert alloc.thread_arena() != 0
+
+        run_thread(worker)
+        arenas_used = {arena for arena, _ in placed}
+        in_main = sum(1 for arena, _ in placed if arena == 0)
+        assert 0 in arenas_used and in_main > 800  # its own heap's first top, then main's holes
+        st = alloc.stats()
+        assert st.arenas[0].system_bytes == main_system  # main did not grow for it
+        own = [a for a in st.arenas if a.index != 0]
+        assert sum(a.system_bytes for a in own) < 1 << 20
+        alloc.check()
+        for _, addr in placed:
+            alloc.free(addr)
+        for addr in keep:
+            alloc.free(addr)
+        alloc.check()
