@@ -50,8 +50,10 @@ __all__ = [
     "SLAB_MAX",
     "Slab",
     "SlabTable",
+    "class_sizes",
     "release_spares",
     "return_blocks",
+    "span_for",
     "take_blocks",
 ]
 
@@ -68,21 +70,22 @@ SLAB_BLOCKS_HUGE = 3
 MIN_SPAN = 1024
 
 
-def _class_sizes() -> tuple[int, ...]:
+def class_sizes(per_doubling: int = 4) -> tuple[int, ...]:
+    """16-byte steps up to 128, then ``per_doubling`` classes per doubling up to SLAB_MAX."""
     sizes = [16 * i for i in range(1, 9)]
     base = 128
     while base < SLAB_MAX:
-        step = base // 4
-        sizes.extend(base + step * k for k in range(1, 5))
+        step = base // per_doubling
+        sizes.extend(base + step * k for k in range(1, per_doubling + 1))
         base *= 2
     return tuple(sizes)
 
 
-CLASS_SIZES: tuple[int, ...] = _class_sizes()
+CLASS_SIZES: tuple[int, ...] = class_sizes()
 NCLASSES = len(CLASS_SIZES)
 
 
-def _span(size: int) -> int:
+def span_for(size: int) -> int:
     """The smallest power of two (>= MIN_SPAN) holding the slab's chunk header and its blocks.
 
     The header's 16 bytes cost a power-of-two class one block of its span
@@ -106,7 +109,7 @@ def _span(size: int) -> int:
     return span
 
 
-CLASS_SPANS: tuple[int, ...] = tuple(_span(s) for s in CLASS_SIZES)
+CLASS_SPANS: tuple[int, ...] = tuple(span_for(s) for s in CLASS_SIZES)
 
 
 def _class_of() -> bytes:

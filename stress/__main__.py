@@ -12,6 +12,7 @@ Commands (``python -m stress COMMAND --help`` for each):
   synth      write a synthetic trace (e.g. a million events, to test the tools at scale)
   fastpath   the fast-path benchmark (arenas vs glibc via ctypes, per call)
   scaling    throughput at 1..16 threads, many arenas against one
+  slabmodel  what an idealized slab allocator's footprint would be on the churn loop
 
 Bad arguments and unreadable traces print one line and exit with code 2.
 """
@@ -27,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from . import fastpath, scaling
+from . import fastpath, scaling, slabmodel
 from .adapters import ADAPTERS
 from .metrics import RunResult
 from .record import RecordError, record
@@ -277,6 +278,7 @@ def parser() -> argparse.ArgumentParser:
 
     sub.add_parser("fastpath", help="the fast-path benchmark", add_help=False)
     sub.add_parser("scaling", help="arena scaling benchmark", add_help=False)
+    sub.add_parser("slabmodel", help="the footprint floor of any slab allocator", add_help=False)
     return p
 
 
@@ -291,8 +293,9 @@ COMMANDS = {
 
 
 def main(argv: list[str]) -> int:
-    if argv and argv[0] in ("fastpath", "scaling"):
-        return (fastpath.main if argv[0] == "fastpath" else scaling.main)(argv[1:])
+    benchmarks = {"fastpath": fastpath.main, "scaling": scaling.main, "slabmodel": slabmodel.main}
+    if argv and argv[0] in benchmarks:
+        return benchmarks[argv[0]](argv[1:])
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
         argv = ["campaign", *argv]  # options alone: the default campaign's
     args = parser().parse_args(argv)

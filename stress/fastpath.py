@@ -77,6 +77,14 @@ COMPETITORS: dict[str, Callable[[], tuple[Malloc, Free]]] = {
 }
 
 
+def churn_draws(steps: int, live: int, seed: int) -> tuple[list[int], list[int]]:
+    """The churn loop's request sizes (16..1024) and the slot each step replaces."""
+    rng = random.Random(seed)
+    sizes = [rng.randint(16, 1024) for _ in range(steps)]
+    slots = [rng.randrange(live) for _ in range(steps)]
+    return sizes, slots
+
+
 def pairs(malloc: Malloc, free: Free, sizes: list[int]) -> float:
     """malloc+free pairs per second."""
     start = time.perf_counter()
@@ -184,9 +192,7 @@ def footprint(steps: int, live: int, seed: int) -> tuple[float, float, int, int]
     reserved by top_pad but never written, so never resident).  The ratio
     including the top is returned too.
     """
-    rng = random.Random(seed)
-    sizes = [rng.randint(16, 1024) for _ in range(steps)]
-    slots = [rng.randrange(live) for _ in range(steps)]
+    sizes, slots = churn_draws(steps, live, seed)
     with arenas.Allocator() as alloc:
         blocks = [alloc.malloc(size) for size in sizes[:live]]
         held = list(sizes[:live])
@@ -208,9 +214,7 @@ def footprint(steps: int, live: int, seed: int) -> tuple[float, float, int, int]
 
 
 def run(n: int, rounds: int, seed: int, progress: bool = True) -> Result:
-    rng = random.Random(seed)
-    sizes = [rng.randint(16, 1024) for _ in range(n)]
-    slots = [rng.randrange(1000) for _ in range(n)]
+    sizes, slots = churn_draws(n, 1000, seed)
     best_pairs: dict[str, float] = {}
     best_churn: dict[str, float] = {}
     arenas.free(arenas.malloc(1))  # attach this thread before timing

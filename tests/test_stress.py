@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from stress.adapters import ADAPTERS, BytearrayAdapter, make_adapter
+from stress.fastpath import churn_draws
+from stress.slabmodel import bounds, simulate
 from stress.trace import TraceError, parse, replay
 from stress.workloads import WORKLOADS, BlockDamaged, run_workload
 
@@ -111,6 +113,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         (("replay", "/nonexistent.trace"), "cannot read"),
         (("record", "-o", "/tmp/x.trace"), "nothing to record"),
         (("bogus",), "invalid choice"),
+        (("slabmodel", "--per-doubling", "3"), "--per-doubling one of"),
+        (("fastpath", "-n", "10"), "-n must be at least 1000"),
     ],
 )
 def test_bad_arguments_exit_2_without_a_traceback(args: tuple[str, ...], needle: str) -> None:
@@ -178,3 +182,20 @@ def test_synthetic_trace_replays(tmp_path: Path) -> None:
     _, plan, left = replay(out, "arenas")
     assert left == plan.live_bytes_at_end
     assert run_cli("synth", "-o", str(out), "--events", "0").returncode == 2
+
+
+def test_the_slab_model_never_beats_its_own_floor() -> None:
+    from arenas.slab import CLASS_SIZES, class_sizes
+
+    assert class_sizes() == CLASS_SIZES  # the model runs the allocator's own table
+    sizes, slots = churn_draws(20_000, 1000, seed=5)
+    floor = bounds(sizes, slots, CLASS_SIZES)
+    assert 1.0 < floor.class_waste < floor.high_water
+    for spill in (0, 2):
+        # live blocks sit in slabs: the footprint is at least their class-rounded bytes
+        assert simulate(sizes, slots, CLASS_SIZES, spill) >= floor.class_waste
+    coarse = bounds(sizes, slots, class_sizes(1))
+    assert coarse.class_waste > floor.class_waste  # fewer classes waste more per block
+    proc = run_cli("slabmodel", "-n", "3000", "--seeds", "1", "--spill", "0", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "| 4 per doubling (arenas) |" in proc.stdout
