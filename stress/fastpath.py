@@ -24,6 +24,7 @@ import argparse
 import ctypes
 import json
 import random
+import subprocess
 import sys
 import threading
 import time
@@ -33,6 +34,8 @@ from multiprocessing.heap import Heap
 from typing import Any
 
 import arenas
+
+from .adapters import glibc_footprint
 
 Malloc = Callable[[int], Any]
 Free = Callable[[Any], None]
@@ -116,6 +119,7 @@ class Result:
     footprint_ratio_with_top: float
     peak_live_bytes: int
     peak_footprint_bytes: int
+    glibc_footprint_ratio: float
 
     def ratios(self) -> dict[str, float]:
         p, c = self.pairs, self.churn
@@ -184,32 +188,105 @@ def thread_scaling(n_threads: int, steps: int, live: int, seed: int) -> float:
     return churn_in_threads(n_threads, steps, live, (16, 1024), arenas.malloc, arenas.free, seed)
 
 
+Measure = Callable[[], tuple[int, int]]
+
+
 def footprint(steps: int, live: int, seed: int) -> tuple[float, float, int, int]:
     """Peak footprint / peak live bytes on the churn loop, with a fresh allocator.
 
     Footprint is what the allocator holds from the system in heaps and
     mappings, less the untouched part of the top chunk (the "wilderness",
     reserved by top_pad but never written, so never resident).  The ratio
-    including the top is returned too.
+    including the top is returned too, then the peaks of live and footprint.
     """
-    sizes, slots = churn_draws(steps, live, seed)
     with arenas.Allocator() as alloc:
-        blocks = [alloc.malloc(size) for size in sizes[:live]]
-        held = list(sizes[:live])
-        live_bytes = sum(held)
-        peak_live = live_bytes
-        peak_fp = peak_fp_top = 0
-        for step, (size, slot) in enumerate(zip(sizes, slots, strict=True)):
-            alloc.free(blocks[slot])
-            live_bytes += size - held[slot]
-            held[slot] = size
-            blocks[slot] = alloc.malloc(size)
-            peak_live = max(peak_live, live_bytes)
-            if step % 64 == 0:
-                st = alloc.stats()
-                top = sum(a.top_bytes for a in st.arenas)
-                peak_fp = max(peak_fp, st.system_bytes - top)
-                peak_fp_top = max(peak_fp_top, st.system_bytes)
+
+        def measure() -> tuple[int, int]:
+            st = alloc.stats()
+            return st.system_bytes - sum(a.top_bytes for a in st.arenas), st.system_bytes
+
+        return _footprint(*churn_draws(steps, live, seed), live, alloc.malloc, alloc.free, measure)
+
+
+def glibc_footprint_ratio(steps: int, live: int, seed: int) -> float:
+    """glibc's peak footprint / peak live on the same churn, in a process of its own.
+
+    The loop runs in a new thread, so glibc serves it from a fresh arena of
+    its own rather than from free space the interpreter left in the main
+    arena.  ``M_TOP_PAD`` and ``M_TRIM_THRESHOLD`` are 0, so that arena's heap
+    grows only as far as it is used and gives back a free page at its top at
+    once (arenas' figure leaves its top chunk out likewise).  The footprint
+    is the growth of ``mallinfo2``'s arena + mapped bytes.
+    """
+    code = (
+        f"from stress.fastpath import _glibc_footprint_here as f; print(f({steps}, {live}, {seed}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=600
+    )
+    return float(out.stdout)
+
+
+M_TRIM_THRESHOLD = -1
+M_TOP_PAD = -2
+
+
+def _glibc_footprint_here(steps: int, live: int, seed: int) -> float:
+    libc = ctypes.CDLL(None)
+    libc.mallopt(M_TOP_PAD, 0)
+    libc.mallopt(M_TRIM_THRESHOLD, 0)
+    malloc, free = _glibc()
+    base = [0]
+    ratio: list[float] = []
+
+    def start() -> None:  # after the loop's own lists exist: they live in glibc's heap too
+        base[0] = glibc_footprint()
+
+    def measure() -> tuple[int, int]:
+        grown = glibc_footprint() - base[0]
+        return grown, grown
+
+    sizes, slots = churn_draws(steps, live, seed)  # in the main arena, before the loop's own
+
+    def loop() -> None:
+        ratio.append(_footprint(sizes, slots, live, malloc, free, measure, start)[0])
+
+    worker = threading.Thread(target=loop)
+    worker.start()
+    worker.join()
+    return ratio[0]
+
+
+def _footprint(
+    sizes: list[int],
+    slots: list[int],
+    live: int,
+    malloc: Malloc,
+    free: Free,
+    measure: Measure,
+    start: Callable[[], None] | None = None,
+) -> tuple[float, float, int, int]:
+    held = list(sizes[:live])
+    blocks: list[Any] = [0] * live
+    if start is not None:
+        start()
+    for slot, size in enumerate(held):
+        blocks[slot] = malloc(size)
+    live_bytes = sum(held)
+    peak_live = live_bytes
+    peak_fp = peak_fp_top = 0
+    for step, (size, slot) in enumerate(zip(sizes, slots, strict=True)):
+        free(blocks[slot])
+        live_bytes += size - held[slot]
+        held[slot] = size
+        blocks[slot] = malloc(size)
+        peak_live = max(peak_live, live_bytes)
+        if step % 64 == 0:
+            fp, fp_top = measure()
+            peak_fp = max(peak_fp, fp)
+            peak_fp_top = max(peak_fp_top, fp_top)
+    for block in blocks:
+        free(block)
     return peak_fp / peak_live, peak_fp_top / peak_live, peak_live, peak_fp
 
 
@@ -230,9 +307,10 @@ def run(n: int, rounds: int, seed: int, progress: bool = True) -> Result:
     t1 = max(thread_scaling(1, n, 1000, seed) for _ in range(rounds))
     t8 = max(thread_scaling(8, n, 1000, seed) for _ in range(rounds))
     ratio, ratio_top, peak_live, peak_fp = footprint(n, 1000, seed)
+    glibc_ratio = glibc_footprint_ratio(n, 1000, seed)
     if progress:
         print("\r" + " " * 40 + "\r", end="", file=sys.stderr)
-    return Result(best_pairs, best_churn, t1, t8, ratio, ratio_top, peak_live, peak_fp)
+    return Result(best_pairs, best_churn, t1, t8, ratio, ratio_top, peak_live, peak_fp, glibc_ratio)
 
 
 def report(result: Result) -> str:
@@ -246,6 +324,10 @@ def report(result: Result) -> str:
     lines.append(
         f"peak live {result.peak_live_bytes:,} B, peak footprint {result.peak_footprint_bytes:,} B"
         f" (top chunk excluded); with the top: ratio {result.footprint_ratio_with_top:.2f}"
+    )
+    lines.append(
+        f"glibc on the same churn (own process, mallinfo2, top excluded):"
+        f" ratio {result.glibc_footprint_ratio:.2f}"
     )
     lines.append("")
     lines.append("| ratio | measured | target |")

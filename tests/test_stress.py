@@ -199,3 +199,13 @@ def test_the_slab_model_never_beats_its_own_floor() -> None:
     proc = run_cli("slabmodel", "-n", "3000", "--seeds", "1", "--spill", "0", "1")
     assert proc.returncode == 0, proc.stderr
     assert "| 4 per doubling (arenas) |" in proc.stdout
+
+
+def test_churn_footprints_are_at_least_the_live_bytes() -> None:
+    # A footprint below the live bytes would mean the measure misses memory
+    # (as reading glibc's main arena did: the interpreter's free chunks served the loop).
+    from stress.fastpath import footprint, glibc_footprint_ratio
+
+    ratio, with_top, peak_live, peak_fp = footprint(5000, 300, seed=3)
+    assert 1.0 <= ratio <= with_top and peak_fp >= peak_live
+    assert glibc_footprint_ratio(5000, 300, seed=3) >= 1.0
