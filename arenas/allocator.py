@@ -89,12 +89,16 @@ class _ThreadState:
 
     ``tcache`` is the thread's cache (glibc's tcache): per size class, a list
     of free block addresses that only this thread touches, so it needs no lock.
+    ``fill`` is, per class, how many blocks the next refill takes: it starts
+    at one and doubles with each miss, up to half the cache (jemalloc adapts
+    its fill count the same way), so a class the thread uses a few times
+    does not pull half a cache of blocks it will never use.
     When the thread ends, normally or by an exception, CPython clears the
     thread's ``threading.local`` dicts, this object is dropped, and
     ``__del__`` flushes the cache and detaches the thread from its arena.
     """
 
-    __slots__ = ("__weakref__", "arena", "owner", "pid", "tcache", "token")
+    __slots__ = ("__weakref__", "arena", "fill", "owner", "pid", "tcache", "token")
 
     def __init__(self, owner: Allocator, arena: Arena) -> None:
         self.owner = weakref.ref(owner)
@@ -102,6 +106,7 @@ class _ThreadState:
         self.pid = os.getpid()
         self.token = next(_tokens)
         self.tcache: list[list[int]] = [[] for _ in range(NCLASSES)]
+        self.fill = [1] * NCLASSES
 
     def __del__(self) -> None:
         owner = self.owner()
@@ -323,8 +328,15 @@ class Allocator:
     def _malloc_refill(self, size: int, cached: list[int]) -> int:
         """A cache miss: take a batch of blocks from the thread's arena's slabs."""
         cls = CLASS_OF[size]
-        want = (self._tcache_counts[cls] >> 1) + 1
-        arena: Arena = self._tls.arena
+        tls = self._tls
+        fill: list[int] = tls.state.fill
+        want = fill[cls]
+        most = (self._tcache_counts[cls] >> 1) + 1
+        if want < most:
+            fill[cls] = min(want * 2, most)
+        else:
+            want = most  # (tcache_count may have been lowered since)
+        arena: Arena = tls.arena
         table = self._slab_table
         main = self._registry.main
         with arena.lock:

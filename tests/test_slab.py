@@ -254,13 +254,14 @@ def test_the_cache_is_bounded_in_bytes_per_class() -> None:
         alloc.check()
 
 
-def test_slab_tails_are_small() -> None:
-    # The chunk header costs a power-of-two class one block of its span; spans
-    # grow until what is left over is at most 1/16 of the span (1/8 from 64 KiB).
+def test_every_slab_holds_a_few_blocks_and_a_small_tail() -> None:
+    # The chunk header and the leftover after the last block are a slab's
+    # overhead: at most a quarter of the span (12.5% up to 16 KiB blocks).
     for size, span in zip(CLASS_SIZES, CLASS_SPANS, strict=True):
-        tail = span - (span - 16) // size * size
-        assert tail * (16 if span < SLAB_MAX else 8) <= span, (size, span)
-        assert (span - 16) // size >= 3, (size, span)
+        blocks = (span - 16) // size
+        tail = span - blocks * size
+        assert blocks >= 3, (size, span)
+        assert tail * (8 if size <= 16384 else 4) <= span, (size, span)
 
 
 def test_a_thread_fills_the_main_arenas_holes_before_growing_its_heap() -> None:
