@@ -122,6 +122,19 @@ def test_the_cache_holds_at_most_tcache_count_blocks_per_class() -> None:
         alloc.check()
 
 
+def test_refills_start_with_one_block_and_double_with_each_miss() -> None:
+    with Allocator(tcache_count=32) as alloc:
+        first = alloc.malloc(1000)
+        assert alloc.stats().tcache_blocks == 0  # a class used once pulls one block
+        more = [alloc.malloc(1000) for _ in range(40)]
+        # The misses took 1, 2, 4, 8, 16, then 17 (half the cache, plus one):
+        # 48 blocks for 41 mallocs, 7 of them still cached.
+        assert alloc.stats().tcache_blocks == 7
+        for addr in [first, *more]:
+            alloc.free(addr)
+        alloc.check()
+
+
 def test_a_threads_cache_is_flushed_when_it_exits() -> None:
     with Allocator() as alloc:
 
