@@ -356,17 +356,19 @@ class Allocator:
     def _refill_elsewhere(self, arena: Arena, main: Arena, cls: int, want: int) -> list[int]:
         """A non-main arena would have to grow its heap for a new slab.
 
-        Memory the main arena already holds (its partial slabs, or free chunks
-        left by a burst that ended) is used first, if its lock is free at once:
-        otherwise a thread that finished its work on the main arena pins
-        memory there that no other thread can reach.  Then the arena grows;
-        then the main arena grows (glibc's ``arena_get_retry``).
+        Memory the main arena holds already freed (blocks in its partial
+        slabs, free chunks left by a burst that ended) is used first, if its
+        lock is free at once: otherwise a thread that finished its work on
+        the main arena pins memory there that no other thread can reach.
+        The main arena's top is left alone, so that threads stay on their
+        own arenas while there is no freed memory to reuse.  Then the arena
+        grows; then the main arena grows (glibc's ``arena_get_retry``).
         """
         table = self._slab_table
         blocks: list[int] = []
         if main.lock.acquire(blocking=False):
             try:
-                blocks = take_blocks(main, cls, want, table, grow=False)
+                blocks = take_blocks(main, cls, want, table, top=False, grow=False)
             finally:
                 main.lock.release()
         if not blocks:

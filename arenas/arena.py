@@ -579,7 +579,7 @@ class Arena:
         return mem
 
     # ====================================================== aligned chunks
-    def alloc_aligned_chunk(self, span: int, grow: bool = True) -> int:
+    def alloc_aligned_chunk(self, span: int, top: bool = True, grow: bool = True) -> int:
         """A chunk of exactly ``span`` bytes whose *chunk address* is a multiple of ``span``.
 
         Slabs are made of these: the header sits inside the span, so slabs
@@ -587,12 +587,15 @@ class Arena:
         A free chunk that already holds an aligned span is preferred (the
         lowest such, among the first candidates of the large bins); otherwise
         the top chunk is cut at the next aligned address, the lead going back
-        to the bins.  With ``grow`` false the heap is not grown for it: the
-        caller would rather use memory that another arena already holds.
-        Returns the user address (chunk + 16), or 0.
+        to the bins.  With ``grow`` false the heap is not grown for it, and
+        with ``top`` false the top chunk is not cut either: only memory freed
+        earlier is used (another arena's thread asks that way).  Returns the
+        user address (chunk + 16), or 0.
         """
         chunk = self._aligned_fit(span)
         if not chunk:
+            if not top:
+                return 0
             chunk = self._aligned_from_top(span, grow)
             if not chunk:
                 return 0

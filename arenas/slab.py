@@ -169,8 +169,8 @@ class SlabTable:
 
 
 # ====================================================================== take
-def _new_slab(arena: Arena, cls: int, table: SlabTable, grow: bool) -> Slab | None:
-    mem = arena.alloc_aligned_chunk(CLASS_SPANS[cls], grow)
+def _new_slab(arena: Arena, cls: int, table: SlabTable, top: bool, grow: bool) -> Slab | None:
+    mem = arena.alloc_aligned_chunk(CLASS_SPANS[cls], top, grow)
     if not mem:
         return None
     base = mem - CHUNK_HDR_SZ
@@ -181,14 +181,18 @@ def _new_slab(arena: Arena, cls: int, table: SlabTable, grow: bool) -> Slab | No
     return slab
 
 
-def take_blocks(arena: Arena, cls: int, n: int, table: SlabTable, grow: bool = True) -> list[int]:
+def take_blocks(
+    arena: Arena, cls: int, n: int, table: SlabTable, top: bool = True, grow: bool = True
+) -> list[int]:
     """Up to ``n`` free blocks of class ``cls`` from this arena's slabs (new ones if needed).
 
     Called with ``arena.lock`` held.  Returns fewer (possibly none) only when
-    the arena cannot make a new slab (without growing its heap, if ``grow``
-    is false).  The partial slabs are sorted once per
-    call, fullest first, so that emptier ones drain and go back; a scan per
-    slab taken would make a refill quadratic in the number of partial slabs.
+    the arena cannot make a new slab: new slabs come from free chunks, then
+    from the top chunk if ``top``, then from a grown heap if ``grow`` (see
+    :meth:`Arena.alloc_aligned_chunk`).  The partial slabs are sorted once
+    per call, fullest first, so that emptier ones drain and go back; a scan
+    per slab taken would make a refill quadratic in the number of partial
+    slabs.
     """
     out: list[int] = []
     partial = arena.slab_partial[cls]
@@ -208,7 +212,7 @@ def take_blocks(arena: Arena, cls: int, n: int, table: SlabTable, grow: bool = T
             if not n:
                 return out
     while n:
-        new = _new_slab(arena, cls, table, grow)
+        new = _new_slab(arena, cls, table, top, grow)
         if new is None:
             break
         n -= _take(new, n, out)
@@ -301,16 +305,21 @@ def waste_report() -> str:
     Waste of a request is ``(class size - request) / class size``; the mean is
     over every request size from 1 to the class size (uniform sizes), the max
     over the worst request of the class (one byte above the class below).
+    The slab tail is the share of a span that holds no block: the chunk
+    header and what is left after the last block.
     """
-    lines = ["| class | size | span | blocks | worst waste | mean waste (uniform) |"]
-    lines.append("|---:|---:|---:|---:|---:|---:|")
+    lines = ["| class | size | span | blocks | slab tail | worst waste | mean waste (uniform) |"]
+    lines.append("|---:|---:|---:|---:|---:|---:|---:|")
     prev = 0
     for cls, size in enumerate(CLASS_SIZES):
         worst = (size - (prev + 1)) / size
         mean = sum((size - r) / size for r in range(prev + 1, size + 1)) / (size - prev)
         span = CLASS_SPANS[cls]
         blocks = (span - CHUNK_HDR_SZ) // size
-        lines.append(f"| {cls} | {size} | {span} | {blocks} | {worst:.1%} | {mean:.1%} |")
+        tail = (span - blocks * size) / span
+        lines.append(
+            f"| {cls} | {size} | {span} | {blocks} | {tail:.1%} | {worst:.1%} | {mean:.1%} |"
+        )
         prev = size
     for lo, hi in ((1, 1024), (16, 1024), (1, SLAB_MAX)):
         waste = sum(CLASS_SIZES[CLASS_OF[r]] - r for r in range(lo, hi + 1))

@@ -16,6 +16,8 @@ Competitors: ``arenas`` through its module-level int API, glibc's
 floor, a bare Python call that pops and appends a list.
 
 Run: ``python -m stress fastpath`` (or ``python -m stress.fastpath``).
+``ARENAS_TUNABLES`` (``tcache_count=16``, say) sets the tunables of every
+arenas allocator measured.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import os
 import random
 import subprocess
 import sys
@@ -34,6 +37,7 @@ from multiprocessing.heap import Heap
 from typing import Any
 
 import arenas
+from arenas.tunables import parse_tunables
 
 from .adapters import glibc_footprint
 
@@ -198,8 +202,10 @@ def footprint(steps: int, live: int, seed: int) -> tuple[float, float, int, int]
     mappings, less the untouched part of the top chunk (the "wilderness",
     reserved by top_pad but never written, so never resident).  The ratio
     including the top is returned too, then the peaks of live and footprint.
+    ``ARENAS_TUNABLES`` applies here as it does to the default allocator.
     """
-    with arenas.Allocator() as alloc:
+    tunables = parse_tunables(os.environ.get("ARENAS_TUNABLES", ""))
+    with arenas.Allocator(**tunables) as alloc:
 
         def measure() -> tuple[int, int]:
             st = alloc.stats()

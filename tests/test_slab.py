@@ -308,3 +308,22 @@ def test_a_thread_fills_the_main_arenas_holes_before_growing_its_heap() -> None:
         for addr in keep:
             alloc.free(addr)
         alloc.check()
+
+
+def test_threads_stay_off_the_main_arenas_top() -> None:
+    # With nothing freed in the main arena, a thread that outgrows its
+    # arena's first heap grows it: the main arena's unused top is not taken.
+    with Allocator(tcache_count=0) as alloc:
+        alloc.free(alloc.malloc(16))  # the main arena, with its top chunk
+        assert alloc.stats().arenas[0].top_bytes > 64 * 1024
+        placed: list[int | None] = []
+
+        def worker() -> None:
+            mine = [alloc.malloc(3000) for _ in range(1000)]
+            placed.extend(alloc.arena_for(addr) for addr in mine)
+            for addr in mine:
+                alloc.free(addr)
+
+        run_thread(worker)
+        assert placed and 0 not in placed
+        alloc.check()
