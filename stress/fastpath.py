@@ -119,10 +119,7 @@ class Result:
     churn: dict[str, float]
     threads_1: float
     threads_8: float
-    footprint_ratio: float
-    footprint_ratio_with_top: float
-    peak_live_bytes: int
-    peak_footprint_bytes: int
+    memory: Footprint
     glibc_footprint_ratio: float
 
     def ratios(self) -> dict[str, float]:
@@ -133,7 +130,7 @@ class Result:
             "churn arenas/mp-heap": c["arenas"] / c["mp-heap"],
             "churn arenas/glibc": c["arenas"] / c["glibc-ctypes"],
             "8 threads / 1 thread": self.threads_8 / self.threads_1,
-            "peak footprint / peak live": self.footprint_ratio,
+            "peak footprint / peak live": self.memory.ratio,
         }
 
 
@@ -195,23 +192,46 @@ def thread_scaling(n_threads: int, steps: int, live: int, seed: int) -> float:
 Measure = Callable[[], tuple[int, int]]
 
 
-def footprint(steps: int, live: int, seed: int) -> tuple[float, float, int, int]:
+@dataclass
+class Footprint:
+    ratio: float  # peak footprint (top chunk excluded) / peak live
+    ratio_with_top: float
+    peak_live: int
+    peak_footprint: int
+    parts: dict[str, int]  # where the footprint went, at its peak
+
+
+def footprint(steps: int, live: int, seed: int) -> Footprint:
     """Peak footprint / peak live bytes on the churn loop, with a fresh allocator.
 
     Footprint is what the allocator holds from the system in heaps and
     mappings, less the untouched part of the top chunk (the "wilderness",
     reserved by top_pad but never written, so never resident).  The ratio
-    including the top is returned too, then the peaks of live and footprint.
-    ``ARENAS_TUNABLES`` applies here as it does to the default allocator.
+    including the top is given too, and the parts of the footprint at its
+    peak.  ``ARENAS_TUNABLES`` applies here as it does to the default
+    allocator.
     """
     tunables = parse_tunables(os.environ.get("ARENAS_TUNABLES", ""))
+    parts: dict[str, int] = {}
     with arenas.Allocator(**tunables) as alloc:
 
         def measure() -> tuple[int, int]:
             st = alloc.stats()
-            return st.system_bytes - sum(a.top_bytes for a in st.arenas), st.system_bytes
+            top = sum(a.top_bytes for a in st.arenas)
+            fp = st.system_bytes - top
+            if fp > sum(parts.values()):
+                parts.clear()
+                parts["live blocks, rounded up to their classes"] = st.slab_live_bytes
+                parts["blocks in thread caches"] = st.tcache_bytes
+                parts["the rest of the slabs (free blocks, tails, never used)"] = (
+                    st.slab_bytes - st.slab_live_bytes - st.tcache_bytes
+                )
+                parts["free chunks in the heaps"] = st.fordblks - top
+                parts["chunks in use outside slabs"] = st.in_use_bytes - st.slab_bytes
+            return fp, st.system_bytes
 
-        return _footprint(*churn_draws(steps, live, seed), live, alloc.malloc, alloc.free, measure)
+        found = _footprint(*churn_draws(steps, live, seed), live, alloc.malloc, alloc.free, measure)
+    return Footprint(*found, parts=parts)
 
 
 def glibc_footprint_ratio(steps: int, live: int, seed: int) -> float:
@@ -312,11 +332,11 @@ def run(n: int, rounds: int, seed: int, progress: bool = True) -> Result:
             )
     t1 = max(thread_scaling(1, n, 1000, seed) for _ in range(rounds))
     t8 = max(thread_scaling(8, n, 1000, seed) for _ in range(rounds))
-    ratio, ratio_top, peak_live, peak_fp = footprint(n, 1000, seed)
+    memory = footprint(n, 1000, seed)
     glibc_ratio = glibc_footprint_ratio(n, 1000, seed)
     if progress:
         print("\r" + " " * 40 + "\r", end="", file=sys.stderr)
-    return Result(best_pairs, best_churn, t1, t8, ratio, ratio_top, peak_live, peak_fp, glibc_ratio)
+    return Result(best_pairs, best_churn, t1, t8, memory, glibc_ratio)
 
 
 def report(result: Result) -> str:
@@ -327,10 +347,13 @@ def report(result: Result) -> str:
     lines.append("")
     lines.append(f"arenas churn, 1 thread: {result.threads_1:,.0f} steps/s")
     lines.append(f"arenas churn, 8 threads: {result.threads_8:,.0f} steps/s (aggregate)")
+    memory = result.memory
     lines.append(
-        f"peak live {result.peak_live_bytes:,} B, peak footprint {result.peak_footprint_bytes:,} B"
-        f" (top chunk excluded); with the top: ratio {result.footprint_ratio_with_top:.2f}"
+        f"peak live {memory.peak_live:,} B, peak footprint {memory.peak_footprint:,} B"
+        f" (top chunk excluded); with the top: ratio {memory.ratio_with_top:.2f}"
     )
+    lines.append("at the footprint's peak:")
+    lines.extend(f"  {part}: {size:,} B" for part, size in memory.parts.items())
     lines.append(
         f"glibc on the same churn (own process, mallinfo2, top excluded):"
         f" ratio {result.glibc_footprint_ratio:.2f}"

@@ -206,6 +206,8 @@ def test_churn_footprints_are_at_least_the_live_bytes() -> None:
     # (as reading glibc's main arena did: the interpreter's free chunks served the loop).
     from stress.fastpath import footprint, glibc_footprint_ratio
 
-    ratio, with_top, peak_live, peak_fp = footprint(5000, 300, seed=3)
-    assert 1.0 <= ratio <= with_top and peak_fp >= peak_live
+    memory = footprint(5000, 300, seed=3)
+    assert 1.0 <= memory.ratio <= memory.ratio_with_top
+    assert memory.peak_footprint >= memory.peak_live
+    assert sum(memory.parts.values()) == memory.peak_footprint  # the parts account for it all
     assert glibc_footprint_ratio(5000, 300, seed=3) >= 1.0
