@@ -9,7 +9,8 @@ and misses libc's internal calls.
 
 What does: a small ``LD_PRELOAD`` library (below), compiled with the
 machine's C compiler when ``record`` runs.  It wraps the malloc family
-through glibc's exported ``__libc_malloc`` and friends, and holds one lock
+(malloc, free, calloc, realloc, memalign, aligned_alloc, posix_memalign,
+valloc, pvalloc) through glibc's exported ``__libc_malloc`` and friends, and holds one lock
 across each real call *and* its log line, so the log is a valid order across
 threads.  It never allocates while logging (numbers are formatted by hand
 into a stack buffer, written with ``write(2)``).  It writes one file per
@@ -139,6 +140,12 @@ void *memalign(size_t a, size_t n) {
 plain: return __libc_memalign(a, n);
 }
 void *aligned_alloc(size_t a, size_t n) { return memalign(a, n); }
+void *valloc(size_t n) { return memalign((size_t)sysconf(_SC_PAGESIZE), n); }
+void *pvalloc(size_t n) {
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    if (n > SIZE_MAX - page) { errno = ENOMEM; return NULL; }
+    return memalign(page, n ? (n + page - 1) & ~(page - 1) : page);
+}
 int posix_memalign(void **out, size_t a, size_t n) {
     if (a < sizeof(void *) || (a & (a - 1))) return EINVAL;
     void *r = memalign(a, n);

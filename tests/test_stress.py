@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 import subprocess
 import sys
@@ -171,6 +172,37 @@ def test_record_a_real_program(tmp_path: Path) -> None:
     assert plan.events > 10
     _, plan, left = replay(out, make_adapter("arenas"))
     assert left == plan.live_bytes_at_end
+
+
+def test_record_catches_every_aligned_allocator(tmp_path: Path) -> None:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    src = tmp_path / "aligned.c"
+    src.write_text(
+        "#include <malloc.h>\n#include <stdlib.h>\n"
+        "int main(void) { void *p; void *q[4];"
+        " q[0] = memalign(64, 100); q[1] = aligned_alloc(128, 256);"
+        " posix_memalign(&p, 32, 10); q[2] = p; q[3] = valloc(10);"
+        " void *r = pvalloc(5000);"
+        " for (int i = 0; i < 4; i++) free(q[i]); free(r); return 0; }\n"
+    )
+    program = tmp_path / "aligned"
+    subprocess.run([cc, "-o", str(program), str(src)], check=True)
+    out = tmp_path / "aligned.trace"
+    proc = run_cli("record", "-o", str(out), "--", str(program))
+    assert proc.returncode == 0, proc.stderr
+    aligned = [line.split() for line in out.read_text().splitlines() if line.split()[1] == "a"]
+    page = os.sysconf("SC_PAGESIZE")
+    assert [(int(a[2]), int(a[3])) for a in aligned] == [
+        (64, 100),
+        (128, 256),
+        (32, 10),
+        (page, 10),
+        (page, -(-5000 // page) * page),
+    ]
+    _, plan, left = replay(out, make_adapter("arenas"))
+    assert left == plan.live_bytes_at_end == 0
 
 
 def test_synthetic_trace_replays(tmp_path: Path) -> None:
