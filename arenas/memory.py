@@ -28,12 +28,31 @@ import threading
 
 from .errors import OutOfMemory
 
-__all__ = ["PAGE_SIZE", "BufferRegion", "Region", "SystemBudget", "page_align"]
+__all__ = ["PAGE_SIZE", "BufferRegion", "Region", "SystemBudget", "page_align", "resident_bytes"]
 
 PAGE_SIZE: int = mmap.PAGESIZE
 # Linux's MAP_NORESERVE; Python's mmap module does not export it before 3.13.
 _MAP_NORESERVE = 0x4000
 _MAP_FLAGS = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_mincore = _libc.mincore
+_mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+_mincore.restype = ctypes.c_int
+
+
+def resident_bytes(addr: int, length: int) -> int:
+    """How many bytes of the page-aligned range ``[addr, addr + length)`` are resident.
+
+    ``mincore(2)`` marks each resident page with bit 0; if it fails, every
+    page is counted.
+    """
+    pages = length // PAGE_SIZE
+    vec = ctypes.create_string_buffer(pages)
+    if _mincore(addr, length, vec) != 0:
+        return pages * PAGE_SIZE
+    return pages * PAGE_SIZE - vec.raw.count(0) * PAGE_SIZE
+
 
 # Regions whose unmapping was refused because a user view was still alive.
 # Their pages are already discarded; we retry closing them now and then.
@@ -94,14 +113,17 @@ class Region:
     def discard(self, addr: int, length: int) -> int:
         """Give whole pages inside ``[addr, addr + length)`` back to the OS.
 
-        The bytes read as zero afterwards.  Returns how many bytes were released.
+        The bytes read as zero afterwards.  Returns how many resident bytes
+        were released: pages never touched, or released by an earlier call,
+        do not count.
         """
         lo = page_align(addr - self.addr)
         hi = (addr - self.addr + length) & ~(PAGE_SIZE - 1)
         if hi <= lo or self._mm is None:
             return 0
+        resident = resident_bytes(self.addr + lo, hi - lo)
         self._mm.madvise(mmap.MADV_DONTNEED, self.offset + lo, hi - lo)
-        return hi - lo
+        return resident
 
     def unmap(self) -> bool:
         """Unmap the region.  Returns False when a user view kept it alive.

@@ -214,6 +214,24 @@ def test_trim_reports_what_it_released() -> None:
         alloc.check()
 
 
+def test_trim_counts_only_pages_that_were_resident() -> None:
+    with Allocator(trim_threshold=1 << 40, top_pad=0, mmap_threshold=1 << 20) as alloc:
+        hole = alloc.malloc(400_000)
+        pin = alloc.malloc(100_000)  # keeps the heap from shrinking past the hole
+        ctypes.memset(hole, 1, 400_000)
+        alloc.free(hole)
+        first = alloc.trim()
+        assert first >= 390_000 - 2 * 4096
+        assert alloc.trim() == 0  # the same pages, already given back
+        again = alloc.malloc(400_000)
+        assert again == hole
+        ctypes.memset(again, 2, 200_000)  # touch half of it
+        alloc.free(again)
+        assert 190_000 <= alloc.trim() <= 210_000
+        alloc.free(pin)
+        alloc.check()
+
+
 def test_trim_drops_an_emptied_heap_in_the_middle() -> None:
     with Allocator(heap_max_size=1 << 20, top_pad=0) as alloc:
         alloc.free(alloc.malloc(1))  # this thread takes the main arena
