@@ -446,3 +446,64 @@ def test_check_while_threads_allocate_and_when_quiet() -> None:
         alloc._live[addr] = CLASS_OF[48]  # found again
         alloc.free(addr)
         alloc.check(quiet=True)
+
+
+def test_threads_reuse_the_main_arenas_freed_memory_while_it_is_busy() -> None:
+    # The main thread keeps allocating in arena 0 while 8 threads outgrow
+    # their own arenas' first heaps and take slabs from arena 0's holes.
+    with Allocator(tcache_count=4) as alloc:
+        burst = [alloc.malloc(3000) for _ in range(3000)]  # ~9 MB in arena 0
+        assert alloc.thread_arena() == 0
+        pins = burst[::300]
+        for addr in burst:
+            if addr not in pins:
+                alloc.free(addr)
+        survivors: dict[int, bytes] = {}
+        placed: list[int | None] = []
+        errors: list[BaseException] = []
+        lock = threading.Lock()
+
+        def work(k: int) -> None:
+            try:
+                rng = random.Random(k)
+                mine: dict[int, bytes] = {}
+                for _ in range(600):
+                    size = rng.choice([rng.randint(16, 1024), rng.randint(1025, 6000)])
+                    addr = alloc.malloc(size)
+                    mine[addr] = pattern = bytes([k + 1]) * size
+                    ctypes.memmove(addr, pattern, size)
+                    if rng.random() < 0.3:
+                        victim = rng.choice(list(mine))
+                        assert ctypes.string_at(victim, len(mine[victim])) == mine.pop(victim)
+                        alloc.free(victim)
+                with lock:
+                    survivors.update(mine)
+                    placed.extend(alloc.arena_for(addr) for addr in mine)
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        workers = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+        for t in workers:
+            t.start()
+        rng = random.Random(99)
+        mine: dict[int, bytes] = {}
+        while any(t.is_alive() for t in workers):  # the main thread churns arena 0 meanwhile
+            if len(mine) < 200:
+                size = rng.randint(16, 4000)
+                addr = alloc.malloc(size)
+                mine[addr] = pattern = bytes([rng.randrange(256)]) * size
+                ctypes.memmove(addr, pattern, size)
+            else:
+                addr = rng.choice(list(mine))
+                assert ctypes.string_at(addr, len(mine[addr])) == mine.pop(addr)
+                alloc.free(addr)
+        for t in workers:
+            t.join()
+        assert not errors, errors[0]
+        survivors.update(mine)
+        assert 0 in placed and len(set(placed)) > 1  # some in arena 0's holes, some at home
+        assert_disjoint(alloc, survivors)
+        alloc.check()
+        for addr in [*survivors, *pins]:
+            alloc.free(addr)
+        alloc.check()
