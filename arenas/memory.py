@@ -35,8 +35,7 @@ PAGE_SIZE: int = mmap.PAGESIZE
 _MAP_NORESERVE = 0x4000
 _MAP_FLAGS = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_mincore = _libc.mincore
+_mincore = ctypes.CDLL(None).mincore
 _mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
 _mincore.restype = ctypes.c_int
 
@@ -51,7 +50,7 @@ def resident_bytes(addr: int, length: int) -> int:
     vec = ctypes.create_string_buffer(pages)
     if _mincore(addr, length, vec) != 0:
         return pages * PAGE_SIZE
-    return pages * PAGE_SIZE - vec.raw.count(0) * PAGE_SIZE
+    return (pages - vec.raw.count(0)) * PAGE_SIZE
 
 
 # Regions whose unmapping was refused because a user view was still alive.
