@@ -141,15 +141,18 @@ def cmd_campaign(args: argparse.Namespace) -> int:
     _emit(results, args)
     traces = sorted(TRACES.glob("*.trace*"))
     if traces:
-        print("\nShipped traces, replayed (fragmentation = footprint / live at the live peak):")
+        print(
+            "\nShipped traces, replayed in their recorded global order (--paced);"
+            " fragmentation = footprint / live at the live peak:"
+        )
         print(
             "| trace | events | threads | arenas ops/s | glibc ops/s | speed ratio"
             " | arenas frag | glibc frag |"
         )
         print("|---|---:|---:|---:|---:|---:|---:|---:|")
         for path in traces[:1] if args.quick else traces:
-            ours, plan, _ = replay(path, "arenas")
-            theirs = _replay_elsewhere(path, "glibc")
+            ours, plan, _ = replay(path, "arenas", paced=True)
+            theirs = _replay_elsewhere(path, "glibc", paced=True)
             speed = theirs.get("ops_per_s", 0.0)
             print(
                 f"| {path.name} | {plan.events:,} | {len(plan.threads)} | {ours.ops_per_s:,.0f}"
@@ -172,7 +175,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
-def _replay_elsewhere(path: Path, allocator: str) -> dict[str, float]:
+def _replay_elsewhere(path: Path, allocator: str, paced: bool = False) -> dict[str, float]:
     """Replay in a fresh process, so glibc's figures are not mixed with ours."""
     proc = subprocess.run(
         [
@@ -185,6 +188,7 @@ def _replay_elsewhere(path: Path, allocator: str) -> dict[str, float]:
             allocator,
             "--json",
             "-",
+            *(["--paced"] if paced else []),
         ],
         capture_output=True,
         text=True,
@@ -199,7 +203,10 @@ def _replay_elsewhere(path: Path, allocator: str) -> dict[str, float]:
 def cmd_replay(args: argparse.Namespace) -> int:
     allocator = _csv(args.allocator, list(ADAPTERS), "allocator")[0]
     result, plan, left = replay(
-        args.trace, allocator, progress=lambda done, total: _progress(done, total, "events")
+        args.trace,
+        allocator,
+        progress=lambda done, total: _progress(done, total, "events"),
+        paced=args.paced,
     )
     if left != plan.live_bytes_at_end:
         raise UsageError(
@@ -215,7 +222,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         f" {len(plan.live_at_end)} blocks ({left:,} B) left live by the trace, as it says"
     )
     if args.compare_glibc and allocator != "glibc":
-        theirs = _replay_elsewhere(Path(args.trace), "glibc")
+        theirs = _replay_elsewhere(Path(args.trace), "glibc", args.paced)
         print(
             f"glibc on the same trace (separate process): {theirs['ops_per_s']:,.0f} ops/s"
             f" (arenas / glibc = {result.ops_per_s / theirs['ops_per_s']:.2f}),"
@@ -268,6 +275,11 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("trace")
     rep.add_argument("--allocator", default="arenas")
     rep.add_argument("--compare-glibc", action="store_true")
+    rep.add_argument(
+        "--paced",
+        action="store_true",
+        help="keep the trace's global order across threads (same interleaving for every allocator)",
+    )
     rep.add_argument("--json", metavar="FILE", help="FILE, or - for one JSON line on stdout")
 
     syn = sub.add_parser("synth", help="write a synthetic trace")

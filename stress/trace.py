@@ -13,11 +13,17 @@ global order of the events (the recorder logs under one lock), so a first
 pass resolves every free and realloc to the allocation it refers to, even
 though addresses are reused.  :func:`replay` then runs one Python thread per
 traced thread, keeping each thread's order, and a free waits until the
-allocation it frees has happened (it may be in another thread).  Every
+allocation it frees has happened (it may be in another thread).  A *paced*
+replay keeps the file's global order as well: each event waits for the one
+before it, whichever thread that was, so every allocator sees the very same
+interleaving, the one the program had, and the live peak falls at the same
+event in every run.  Every
 replayed block is stamped and checked like any workload's.
 
 Locking: the resolved plan is read-only while replaying; each allocation has
-its own ``threading.Event`` that its owner sets once the block exists.
+its own ``threading.Event`` that its owner sets once the block exists.  In a
+paced replay each thread has a gate (a ``threading.Event``) that only the
+thread whose turn it is sets, for the thread of the next event.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import gzip
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +65,7 @@ class Event:
     align: int  # memalign's alignment, else 0
     alloc: int  # id of the allocation this event creates, or -1
     frees: int  # id of the allocation this event frees, or -1
+    seq: int = -1  # its place in the trace's global order
 
 
 @dataclass
@@ -66,6 +73,7 @@ class Plan:
     """A trace resolved into allocation ids, per thread."""
 
     threads: dict[int, list[Event]] = field(default_factory=dict)
+    order: list[int] = field(default_factory=list)  # the thread of each event, in file order
     allocations: int = 0
     events: int = 0
     live_at_end: dict[int, int] = field(default_factory=dict)  # alloc id -> size
@@ -151,7 +159,8 @@ def parse(path: str | Path) -> Plan:
             frees = release(old, "realloc") if old else -1
             alloc = new_alloc(new, size) if new else -1
             event = Event(tid, op, size, 0, alloc, frees)
-        plan.threads.setdefault(tid, []).append(event)
+        plan.threads.setdefault(tid, []).append(replace(event, seq=len(plan.order)))
+        plan.order.append(tid)
     plan.live_at_end = dict(live.values())
     return plan
 
@@ -209,6 +218,7 @@ def drive(
     thread_step: Callable[[int], Callable[[Event, Any], Any]],
     timeout: float = 30.0,
     progress: Callable[[int, int], None] | None = None,
+    paced: bool = False,
 ) -> list[Any]:
     """Run ``plan`` with one thread per traced thread; return the handles left live.
 
@@ -217,18 +227,26 @@ def drive(
     (None if it frees nothing); ``step`` returns the new handle when the event
     allocates.  Each thread keeps its events' order, and an event that frees
     a block waits until the allocation that made it has happened, whichever
-    thread made it.  ``progress(done, total)``, if given, is called twice a
-    second once the replay has run for two seconds.
+    thread made it.  With ``paced``, every event also waits for the event
+    before it in the trace.  ``progress(done, total)``, if given, is called
+    twice a second once the replay has run for two seconds.
     """
     handles: list[Any] = [None] * plan.allocations
     done = dict.fromkeys(plan.threads, 0)  # events done, per traced thread
     ready = [threading.Event() for _ in range(plan.allocations)]
+    gates = {tid: threading.Event() for tid in plan.threads}
+    if plan.order:
+        gates[plan.order[0]].set()
+    last = len(plan.order) - 1
     errors: list[BaseException] = []
 
     def run(tid: int, events: list[Event]) -> None:
         try:
             step = thread_step(tid)
+            gate = gates[tid]
             for ev in events:
+                if paced and not gate.wait(timeout):
+                    raise TraceError(f"paced replay stalled before event {ev.seq}")
                 old = None
                 if ev.frees >= 0:
                     if not ready[ev.frees].wait(timeout):
@@ -240,8 +258,13 @@ def drive(
                     handles[ev.alloc] = new
                     ready[ev.alloc].set()
                 done[tid] += 1  # only this thread writes its own count
+                if paced and ev.seq < last and plan.order[ev.seq + 1] != tid:
+                    gate.clear()  # before the hand-over: only the next thread may set it again
+                    gates[plan.order[ev.seq + 1]].set()
         except BaseException as exc:
             errors.append(exc)
+            for other in gates.values():  # nobody waits for a turn that will not come
+                other.set()
 
     pool = [
         threading.Thread(target=run, args=(tid, events))
@@ -270,13 +293,15 @@ def replay(
     allocator: str | Adapter,
     timeout: float = 30.0,
     progress: Callable[[int, int], None] | None = None,
+    paced: bool = False,
 ) -> tuple[RunResult, Plan, int]:
     """Replay a trace; return the run's metrics, the plan, and the bytes left live.
 
     Every replayed block is stamped and checked (see :class:`Worker`).  The
     bytes left live must equal ``plan.live_bytes_at_end``: every allocation is
     either freed by the trace or reported live (and then freed here, so the
-    adapter ends clean).
+    adapter ends clean).  ``paced`` keeps the trace's global order (see
+    :func:`drive`).
     """
     plan = parse(path)
     adapter = make_adapter(allocator) if isinstance(allocator, str) else allocator
@@ -288,7 +313,7 @@ def replay(
                 w = Worker(adapter, recorder.thread(), tid)
                 return lambda ev, old: perform(ev, old, w.malloc, w.memalign, w.realloc, w.free)
 
-            left: list[Block] = drive(plan, thread_step, timeout, progress)
+            left: list[Block] = drive(plan, thread_step, timeout, progress, paced)
         result = recorder.result(
             Path(path).name, adapter.name, len(plan.threads), adapter.arena_stats()
         )
