@@ -297,8 +297,10 @@ def from_trace(
     """Replay ``trace`` through ``alloc`` (a fresh Allocator by default), capturing frames.
 
     Uses the stress suite's trace reader and driver (``stress.trace``, in this
-    repository): one thread per traced thread, frees waiting for their
-    allocations.  A frame is captured every ``events / max_frames`` events.
+    repository): one thread per traced thread, paced in the trace's global
+    order, so the pictures show the interleaving the program had and come
+    out the same every time.  A frame is captured every ``events /
+    max_frames`` events.
     """
     from stress.trace import drive, parse, perform  # the trace format lives with the stress suite
 
@@ -330,7 +332,7 @@ def from_trace(
         return step
 
     timeline.capture("start")
-    drive(plan, thread_step)
+    drive(plan, thread_step, paced=True)
     timeline.capture("end")
     return timeline
 
