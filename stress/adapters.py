@@ -143,15 +143,12 @@ if _mallinfo2 is not None:
     _mallinfo2.restype = _Mallinfo2
 
 
-def glibc_footprint(without_top: bool = False) -> int:
-    """glibc's bytes from the system: mallinfo2's arena + hblkhd (0 if unavailable).
-
-    ``without_top`` leaves out ``keepcost``, the main arena's top chunk.
-    """
+def glibc_footprint() -> int:
+    """glibc's bytes from the system: mallinfo2's arena + hblkhd (0 if unavailable)."""
     if _mallinfo2 is None:
         return 0
     info = _mallinfo2()
-    return int(info.arena + info.hblkhd - (info.keepcost if without_top else 0))
+    return int(info.arena + info.hblkhd)
 
 
 class GlibcAdapter(Adapter):

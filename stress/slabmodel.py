@@ -20,8 +20,8 @@ So a real slab allocator with the same table can only do worse.  Rows:
   would pay;
 * **per-class high water**: each class's most blocks ever live at once,
   summed: the footprint if no slab were ever given back;
-* **slabs**: the simulated footprint, for a class table of 4 or 8 classes
-  per doubling, and with *spilling*: a request whose class has no partial
+* **slabs**: the simulated footprint, for class tables of 1, 2, 4 or 8
+  classes per doubling above 128 bytes, and with *spilling*: a request whose class has no partial
   slab may take a free block of one of the next ``spill`` classes, instead
   of carving a new slab (the block then wastes more, but a hole is filled).
 
