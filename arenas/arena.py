@@ -28,6 +28,7 @@ Locking: every field of an Arena is guarded by ``Arena.lock`` except
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from .bins import MIN_LARGE_SIZE, NSMALLBINS, Bins, bin_index
@@ -579,70 +580,83 @@ class Arena:
         return mem
 
     # ====================================================== aligned chunks
-    def alloc_aligned_chunk(self, span: int, top: bool = True, grow: bool = True) -> int:
-        """A chunk of exactly ``span`` bytes whose *chunk address* is a multiple of ``span``.
+    def alloc_aligned_chunk(
+        self, length: int, align: int, top: bool = True, grow: bool = True
+    ) -> int:
+        """A chunk of exactly ``length`` bytes whose *chunk address* is a multiple of ``align``.
 
-        Slabs are made of these: the header sits inside the span, so slabs
-        carved one after another from the top tile the heap with no gap.
-        A free chunk that already holds an aligned span is preferred (the
-        lowest such, among the first candidates of the large bins); otherwise
-        the top chunk is cut at the next aligned address, the lead going back
-        to the bins.  With ``grow`` false the heap is not grown for it, and
-        with ``top`` false the top chunk is not cut either: only memory freed
-        earlier is used (another arena's thread asks that way).  Returns the
-        user address (chunk + 16), or 0.
+        Slabs are made of these (``align`` is the slab's unit, a power of
+        two; the header sits inside ``length``).  A free chunk that holds
+        such a place is preferred: the first found in the smallest bins that
+        can hold it, among the first 32 candidates (best fit; a slab given
+        back earlier fits its own class exactly).  Otherwise the top chunk is
+        cut at the next aligned address, the lead going back to the bins.
+        With ``grow`` false the heap is not grown for it, and with ``top``
+        false the top chunk is not cut either: only memory freed earlier is
+        used (another arena's thread asks that way).  Returns the user
+        address (chunk + 16), or 0.
         """
-        chunk = self._aligned_fit(span)
+        chunk = self._aligned_fit(length, align)
         if not chunk:
             if not top:
                 return 0
-            chunk = self._aligned_from_top(span, grow)
+            chunk = self._aligned_from_top(length, align, grow)
             if not chunk:
                 return 0
         mem = chunk + CHUNK_HDR_SZ
-        self.in_use[mem] = span
-        self.inuse_bytes += span
+        self.in_use[mem] = length
+        self.inuse_bytes += length
         return mem
 
-    def _aligned_fit(self, span: int) -> int:
+    def _aligned_fit(self, length: int, align: int) -> int:
         bins = self.bins
         unsorted = bins.unsorted
-        while unsorted:  # sort first, as _int_malloc does, so freed spans can be found
+        while unsorted:  # sort first, as _int_malloc does, so freed chunks can be found
             chunk = next(iter(unsorted))
             del unsorted[chunk]
             bins.place(chunk, bins.free[chunk])
         candidates = 0
-        for lst in bins.large[bin_index(span) - NSMALLBINS :]:
-            for size, chunk in lst:
-                if size < span:
+        idx = bin_index(length)
+        rest = bins.binmap >> idx
+        while rest:
+            skip = (rest & -rest).bit_length() - 1
+            idx += skip
+            rest >>= skip
+            found: Iterable[tuple[int, int]]
+            if idx < NSMALLBINS:
+                found = ((idx << 4, chunk) for chunk in bins.small[idx])
+            else:
+                found = bins.large[idx - NSMALLBINS]
+            for size, chunk in found:
+                if size < length:
                     continue
-                aligned = (chunk + span - 1) & -span
-                lead = aligned - chunk
-                if 0 < lead < MINSIZE:
-                    aligned += span
-                    lead += span
-                tail = chunk + size - aligned - span
+                aligned = (chunk + align - 1) & -align
+                if 0 < aligned - chunk < MINSIZE:
+                    aligned += align
+                tail = chunk + size - aligned - length
                 if tail == 0 or tail >= MINSIZE:
                     heap = self.heap_of(chunk)
                     bins.unlink(chunk)
                     if chunk == self.last_remainder:
                         self.last_remainder = 0
-                    self._place_used(heap, chunk, size, aligned, span)
+                    self._place_used(heap, chunk, size, aligned, length)
                     return aligned
                 candidates += 1
                 if candidates >= 32:
                     return 0
+            idx += 1
+            rest >>= 1
         return 0
 
-    def _place_used(self, heap: Heap, chunk: int, size: int, aligned: int, span: int) -> None:
-        """Mark ``[aligned, aligned+span)`` of the unlinked free chunk in use; free the rest."""
+    def _place_used(self, heap: Heap, chunk: int, size: int, aligned: int, length: int) -> None:
+        """Mark ``[aligned, aligned+length)`` of the unlinked free chunk in use; free the rest."""
         w = heap.words
         base = heap.base
         nm = self.nm
         lead = aligned - chunk
-        tail = size - lead - span
-        w[((aligned - base) >> 3) + 1] = span | PREV_INUSE | nm
-        end = aligned + span
+        tail = size - lead - length
+        w[((aligned - base) >> 3) + 1] = length | PREV_INUSE | nm
+        end = aligned + length
         if tail:
             w[((end - base) >> 3) + 1] = tail | PREV_INUSE | nm
             self._free_chunk(heap, end, tail)
@@ -652,27 +666,27 @@ class Arena:
             w[((chunk - base) >> 3) + 1] = lead | PREV_INUSE | nm
             self._free_chunk(heap, chunk, lead)
 
-    def _aligned_from_top(self, span: int, grow: bool) -> int:
+    def _aligned_from_top(self, length: int, align: int, grow: bool) -> int:
         top = self.top
-        aligned = (top + span - 1) & -span
+        aligned = (top + align - 1) & -align
         if 0 < aligned - top < MINSIZE:
-            aligned += span
-        need = aligned - top + span
+            aligned += align
+        need = aligned - top + length
         if self.top_size() < need + MINSIZE:
             if not grow or not self._sysmalloc(need):
                 return 0
             top = self.top  # a new heap moves the top
-            aligned = (top + span - 1) & -span
+            aligned = (top + align - 1) & -align
             if 0 < aligned - top < MINSIZE:
-                aligned += span
-            if self.top_size() < aligned - top + span + MINSIZE:
+                aligned += align
+            if self.top_size() < aligned - top + length + MINSIZE:
                 return 0
         heap = self.heap
         w = heap.words
         lead = aligned - top
         nm = self.nm
-        w[((aligned - heap.base) >> 3) + 1] = span | PREV_INUSE | nm
-        self._set_top(aligned + span)
+        w[((aligned - heap.base) >> 3) + 1] = length | PREV_INUSE | nm
+        self._set_top(aligned + length)
         if lead:
             w[((top - heap.base) >> 3) + 1] = lead | PREV_INUSE | nm
             self._free_chunk(heap, top, lead)

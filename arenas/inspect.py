@@ -31,7 +31,7 @@ from .arena import Arena
 from .bins import NSMALLBINS, largebin_index
 from .chunk import CHUNK_HDR_SZ, IS_MMAPPED, NON_MAIN_ARENA, PREV_INUSE, SIZE_BITS
 from .heap import HEAP_INFO_SIZE, Heap
-from .slab import CLASS_SIZES, CLASS_SPANS
+from .slab import CLASS_SIZES, CLASS_SLAB_BYTES
 
 __all__ = ["ChunkInfo", "arenas", "bins", "chunks", "heap", "vis_heap_chunks"]
 
@@ -157,8 +157,8 @@ def bins(alloc: Allocator | None = None, arena: int = 0, color: bool | None = No
             if partial:
                 free = sum(s.nfree for s in partial.values())
                 lines.append(
-                    f"slabs of {CLASS_SIZES[cls]} B (span {CLASS_SPANS[cls]}): {len(partial)}"
-                    f" with free blocks, {free} free blocks"
+                    f"slabs of {CLASS_SIZES[cls]} B ({CLASS_SLAB_BYTES[cls]} B each):"
+                    f" {len(partial)} with free blocks, {free} free blocks"
                 )
     tcache = getattr(alloc._tls, "tcache", None)
     if tcache is not None:

@@ -36,38 +36,49 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from .chunk import CHUNK_HDR_SZ
+from .chunk import CHUNK_HDR_SZ, MALLOC_ALIGNMENT
 
 if TYPE_CHECKING:
     from .arena import Arena
     from .heap import Heap
 
 __all__ = [
+    "CLASS_BLOCKS",
     "CLASS_OF",
     "CLASS_SIZES",
-    "CLASS_SPANS",
+    "CLASS_SLAB_BYTES",
+    "CLASS_WINDOWS",
     "NCLASSES",
     "SLAB_MAX",
     "Slab",
     "SlabTable",
+    "blocks_for",
     "class_sizes",
     "release_spares",
     "return_blocks",
-    "span_for",
+    "slab_bytes_for",
     "take_blocks",
+    "window_for",
 ]
 
 SLAB_MAX = 65536
-# Fewest blocks in a slab; small classes get more, since a slab is at least
-# MIN_SPAN.  Big classes get fewer, so that a few big blocks do not pin a big
-# span (nor count a big untouched one in the footprint).
-SLAB_BLOCKS = 8
-SLAB_BLOCKS_LARGE = 4
-SLAB_BLOCKS_HUGE = 3
-# The smallest span.  It need not be a page: masking works for any power of
-# two, and a small program with a few blocks in many classes should not pay
-# a page per class.
-MIN_SPAN = 1024
+# Blocks in a slab.  Few, because a slab goes back to its arena only when all
+# of its blocks are free: on a churn of random sizes, the memory a class pins
+# beyond its live blocks grows with the blocks per slab (``python -m stress
+# slabmodel`` measures it).  Big classes get fewer still, so that a few big
+# blocks do not pin a big slab.
+SLAB_BLOCKS = 4
+SLAB_BLOCKS_LARGE = 3
+SLAB_BLOCKS_HUGE = 2
+# The fewest bytes of blocks in a slab: small classes get more blocks, so
+# that a slab's bookkeeping (a Python object, table entries) is paid per
+# kilobyte at most.
+MIN_SLAB_BYTES = 1024
+# The slab table's *window* for a class: a power of two, at least MIN_WINDOW
+# and at least an eighth of the class's slab, so that a slab is entered under
+# at most nine window addresses.
+MIN_WINDOW = 1024
+WINDOWS_PER_SLAB = 8
 
 
 def class_sizes(per_doubling: int = 4) -> tuple[int, ...]:
@@ -85,28 +96,33 @@ CLASS_SIZES: tuple[int, ...] = class_sizes()
 NCLASSES = len(CLASS_SIZES)
 
 
-def span_for(size: int) -> int:
-    """The smallest power of two (>= MIN_SPAN) holding the slab's chunk header and its blocks.
-
-    The header's 16 bytes cost a power-of-two class one block of its span
-    (a 2048-byte class fits 7 blocks in 16 KiB, leaving a 12.5% tail).  A
-    bigger span would shrink that tail, but a class used for one block
-    would then hold the bigger span: measured on the shipped traces, light
-    users of many classes lost more than heavy users of a few gained.
-    """
+def blocks_for(size: int) -> int:
+    """How many blocks a slab of ``size``-byte blocks holds."""
     if size <= 1024:
         blocks = SLAB_BLOCKS
     elif size <= 16384:
         blocks = SLAB_BLOCKS_LARGE
     else:
         blocks = SLAB_BLOCKS_HUGE
-    span = MIN_SPAN
-    while span < CHUNK_HDR_SZ + size * blocks:
-        span *= 2
-    return span
+    return max(blocks, -(-MIN_SLAB_BYTES // size))
 
 
-CLASS_SPANS: tuple[int, ...] = tuple(span_for(s) for s in CLASS_SIZES)
+def slab_bytes_for(size: int) -> int:
+    """The length of a slab's chunk: its 16-byte header and its blocks, nothing more."""
+    return CHUNK_HDR_SZ + blocks_for(size) * size
+
+
+def window_for(size: int) -> int:
+    """The window by which the slab table finds a slab of ``size``-byte blocks."""
+    window = MIN_WINDOW
+    while window * WINDOWS_PER_SLAB < slab_bytes_for(size):
+        window *= 2
+    return window
+
+
+CLASS_BLOCKS: tuple[int, ...] = tuple(blocks_for(s) for s in CLASS_SIZES)
+CLASS_SLAB_BYTES: tuple[int, ...] = tuple(slab_bytes_for(s) for s in CLASS_SIZES)
+CLASS_WINDOWS: tuple[int, ...] = tuple(window_for(s) for s in CLASS_SIZES)
 
 
 def _class_of() -> bytes:
@@ -135,7 +151,7 @@ class Slab:
         self.cls = cls
         self.size = size = CLASS_SIZES[cls]
         first = base + CHUNK_HDR_SZ  # the slab's own chunk header comes first
-        self.capacity = (CLASS_SPANS[cls] - CHUNK_HDR_SZ) // size
+        self.capacity = CLASS_BLOCKS[cls]
         self.end = first + self.capacity * size
         self.bump = first
         self.free: list[int] = []
@@ -147,37 +163,84 @@ class Slab:
 
 
 class SlabTable:
-    """Slab bases -> slabs, across all arenas: ``addr & ~(span-1)`` then one lookup."""
+    """Window addresses -> the slabs overlapping them: ``addr & -window``, then a range check.
 
-    __slots__ = ("lock", "slabs")
+    A slab of class ``cls`` is entered under every multiple of
+    ``CLASS_WINDOWS[cls]`` from ``base & -window`` up to its end.  A window
+    may overlap more than one slab (slabs need no alignment, and classes
+    have different windows), so an entry is a tuple of slabs, almost always
+    of one.  Entries are replaced, never changed in place, so a reader that
+    takes no lock sees a whole tuple, old or new, and either holds every
+    slab that had a live block when it looked.
+    """
+
+    __slots__ = ("count", "lock", "slabs")
 
     def __init__(self) -> None:
-        self.slabs: dict[int, Slab] = {}
+        self.slabs: dict[int, tuple[Slab, ...]] = {}
+        self.count = 0  # slabs entered, each under one or more windows
         self.lock = threading.Lock()
 
-    def find(self, addr: int) -> Slab | None:
-        """The slab containing ``addr`` whatever its class (slow: tries every span)."""
-        seen = set()
-        for span in CLASS_SPANS:
-            if span in seen:
-                continue
-            seen.add(span)
-            slab = self.slabs.get(addr & -span)
-            if slab is not None and CLASS_SPANS[slab.cls] == span and slab.base <= addr < slab.end:
+    @staticmethod
+    def windows(slab: Slab) -> range:
+        window = CLASS_WINDOWS[slab.cls]
+        return range(slab.base & -window, slab.base + CLASS_SLAB_BYTES[slab.cls], window)
+
+    def add(self, slab: Slab) -> None:
+        slabs = self.slabs
+        with self.lock:
+            for key in self.windows(slab):
+                slabs[key] = (*slabs.get(key, ()), slab)
+            self.count += 1
+
+    def remove(self, slab: Slab) -> None:
+        slabs = self.slabs
+        with self.lock:
+            for key in self.windows(slab):
+                rest = tuple(other for other in slabs[key] if other is not slab)
+                if rest:
+                    slabs[key] = rest
+                else:
+                    del slabs[key]
+            self.count -= 1
+
+    def slab_of(self, addr: int, cls: int) -> Slab | None:
+        """The slab of class ``cls`` whose chunk holds ``addr``, or None."""
+        for slab in self.slabs.get(addr & -CLASS_WINDOWS[cls], ()):
+            if slab.base <= addr < slab.end and slab.cls == cls:
                 return slab
+        return None
+
+    def owners(self, blocks: list[int], cls: int) -> list[Slab]:
+        """The slab of each of ``blocks``, all live blocks of class ``cls`` (a flush)."""
+        slabs = self.slabs
+        mask = -CLASS_WINDOWS[cls]
+        out = []
+        for addr in blocks:
+            found = slabs[addr & mask]
+            if len(found) > 1:
+                found = tuple(slab for slab in found if slab.base <= addr < slab.end)
+            out.append(found[0])
+        return out
+
+    def find(self, addr: int) -> Slab | None:
+        """The slab holding ``addr`` whatever its class (slow: tries every window)."""
+        for window in sorted(set(CLASS_WINDOWS)):
+            for slab in self.slabs.get(addr & -window, ()):
+                if slab.base <= addr < slab.end:
+                    return slab
         return None
 
 
 # ====================================================================== take
 def _new_slab(arena: Arena, cls: int, table: SlabTable, top: bool, grow: bool) -> Slab | None:
-    mem = arena.alloc_aligned_chunk(CLASS_SPANS[cls], top, grow)
+    mem = arena.alloc_aligned_chunk(CLASS_SLAB_BYTES[cls], MALLOC_ALIGNMENT, top, grow)
     if not mem:
         return None
     base = mem - CHUNK_HDR_SZ
     slab = Slab(arena, arena.heap_of(base), base, cls)
     arena.slabs[base] = slab
-    with table.lock:
-        table.slabs[base] = slab
+    table.add(slab)
     return slab
 
 
@@ -285,7 +348,7 @@ def release_spares(arena: Arena, table: SlabTable) -> int:
     for cls, spare in enumerate(arena.slab_spare):
         if spare is not None and spare.nfree == spare.capacity:
             arena.slab_spare[cls] = None
-            released += CLASS_SPANS[cls]
+            released += CLASS_SLAB_BYTES[cls]
             _release_slab(arena, spare, table)
     return released
 
@@ -293,8 +356,7 @@ def release_spares(arena: Arena, table: SlabTable) -> int:
 def _release_slab(arena: Arena, slab: Slab, table: SlabTable) -> None:
     del arena.slab_partial[slab.cls][slab.base]
     del arena.slabs[slab.base]
-    with table.lock:
-        del table.slabs[slab.base]
+    table.remove(slab)
     arena.release_internal(slab.heap, slab.base + CHUNK_HDR_SZ)
 
 
@@ -305,20 +367,17 @@ def waste_report() -> str:
     Waste of a request is ``(class size - request) / class size``; the mean is
     over every request size from 1 to the class size (uniform sizes), the max
     over the worst request of the class (one byte above the class below).
-    The slab tail is the share of a span that holds no block: the chunk
-    header and what is left after the last block.
+    A slab is its 16-byte chunk header and its blocks, so it has no tail.
     """
-    lines = ["| class | size | span | blocks | slab tail | worst waste | mean waste (uniform) |"]
+    lines = ["| class | size | blocks | slab bytes | window | worst waste | mean waste (uniform) |"]
     lines.append("|---:|---:|---:|---:|---:|---:|---:|")
     prev = 0
     for cls, size in enumerate(CLASS_SIZES):
         worst = (size - (prev + 1)) / size
         mean = sum((size - r) / size for r in range(prev + 1, size + 1)) / (size - prev)
-        span = CLASS_SPANS[cls]
-        blocks = (span - CHUNK_HDR_SZ) // size
-        tail = (span - blocks * size) / span
         lines.append(
-            f"| {cls} | {size} | {span} | {blocks} | {tail:.1%} | {worst:.1%} | {mean:.1%} |"
+            f"| {cls} | {size} | {CLASS_BLOCKS[cls]} | {CLASS_SLAB_BYTES[cls]} |"
+            f" {CLASS_WINDOWS[cls]} | {worst:.1%} | {mean:.1%} |"
         )
         prev = size
     for lo, hi in ((1, 1024), (16, 1024), (1, SLAB_MAX)):

@@ -3,17 +3,19 @@
 The fast-path benchmark's memory target asks for a peak footprint of at most
 1.25x the peak live bytes on the churn loop (1,000 live blocks of 16..1024
 bytes, one replaced at random per step).  This model shows how much of that
-any *segregated* design, one where a block lives in a slab of its own size
+a *segregated* design, one where a block lives in a slab of its own size
 class, must pay whatever its implementation.  It replays the same draws
 through bookkeeping alone and is idealized in every way it can be:
 
 * no thread cache: a freed block is at once reusable by its class;
 * perfect reuse of released memory: a slab that empties costs nothing from
   that moment, as if the heap coalesced and reused it for any size at once;
-* the real allocator's class table and span rule (``arenas.slab``), and its
+* the real allocator's class table and slab geometry (``arenas.slab``: a
+  slab is its 16-byte header and ``blocks_for(size)`` blocks), and its
   policy: refills take the fullest partial slab of the class.
 
-So a real slab allocator with the same table can only do worse.  Rows:
+So a real slab allocator with the same table and geometry can only do
+worse.  The first table's rows:
 
 * **class waste**: the peak of live blocks rounded to their classes, over
   the peak live bytes: what even a compacting allocator with these classes
@@ -21,11 +23,17 @@ So a real slab allocator with the same table can only do worse.  Rows:
 * **per-class high water**: each class's most blocks ever live at once,
   summed: the footprint if no slab were ever given back;
 * **slabs**: the simulated footprint, for class tables of 1, 2, 4 or 8
-  classes per doubling above 128 bytes, and with *spilling*: a request whose class has no partial
-  slab may take a free block of one of the next ``spill`` classes, instead
-  of carving a new slab (the block then wastes more, but a hole is filled).
+  classes per doubling above 128 bytes, and with *spilling*: a request whose
+  class has no partial slab may take a free block of one of the next
+  ``spill`` classes, instead of carving a new slab (the block then wastes
+  more, but a hole is filled).
 
-Run: ``python -m stress slabmodel`` (about 30 s; ``-n`` for fewer steps).
+The second table varies the blocks per slab (for classes up to 1 KiB; small
+classes still get at least 1 KiB of blocks) with the allocator's class
+table: a slab goes back only when all its blocks are free, so the more
+blocks, the more a class pins beyond its live ones.
+
+Run: ``python -m stress slabmodel`` (about 45 s; ``-n`` for fewer steps).
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from bisect import bisect_left
 from dataclasses import dataclass
 
 from arenas.chunk import CHUNK_HDR_SZ
-from arenas.slab import class_sizes, span_for
+from arenas.slab import CLASS_SIZES, MIN_SLAB_BYTES, SLAB_BLOCKS, blocks_for, class_sizes
 
 from .fastpath import churn_draws
 
@@ -76,10 +84,24 @@ def bounds(sizes: list[int], slots: list[int], table: tuple[int, ...]) -> Bounds
     return Bounds(peak_rounded / peak_live, high_bytes / peak_live)
 
 
-def simulate(sizes: list[int], slots: list[int], table: tuple[int, ...], spill: int = 0) -> float:
-    """Peak footprint / peak live of idealized slabs on the churn draws (see module doc)."""
-    spans = [span_for(size) for size in table]
-    caps = [(span - CHUNK_HDR_SZ) // size for size, span in zip(table, spans, strict=True)]
+def simulate(
+    sizes: list[int],
+    slots: list[int],
+    table: tuple[int, ...],
+    spill: int = 0,
+    blocks: int | None = None,
+) -> float:
+    """Peak footprint / peak live of idealized slabs on the churn draws (see module doc).
+
+    ``blocks`` sets the blocks per slab for classes up to 1 KiB (at least
+    1 KiB of blocks, as the allocator does); None takes the allocator's own.
+    """
+    if blocks is None:
+        caps = [blocks_for(size) for size in table]
+    else:
+        caps = [blocks if size <= 1024 else blocks_for(size) for size in table]
+        caps = [max(cap, -(-MIN_SLAB_BYTES // size)) for cap, size in zip(caps, table, strict=True)]
+    spans = [CHUNK_HDR_SZ + cap * size for cap, size in zip(caps, table, strict=True)]
     cls_of = [bisect_left(table, n) for n in range(max(sizes) + 1)]
     nclasses = len(table)
     used: dict[int, int] = {}  # slab id -> live blocks
@@ -132,7 +154,9 @@ def simulate(sizes: list[int], slots: list[int], table: tuple[int, ...], spill: 
     return peak_footprint / peak_live
 
 
-def report(steps: int, seeds: list[int], spills: list[int], tables: list[int]) -> str:
+def report(
+    steps: int, seeds: list[int], spills: list[int], tables: list[int], blocks: list[int]
+) -> str:
     draws = [churn_draws(steps, LIVE, seed) for seed in seeds]
 
     def mean(values: list[float]) -> str:
@@ -158,6 +182,10 @@ def report(steps: int, seeds: list[int], spills: list[int], tables: list[int]) -
             cells.append(mean([simulate(sizes, slots, table, k) for sizes, slots in draws]))
         label = f"{per_doubling} per doubling" + NOTES.get(per_doubling, "")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "| blocks per slab (classes up to 1 KiB) | slabs, spill 0 |", "|---:|---:|"]
+    for k in blocks:
+        ratio = mean([simulate(sizes, slots, CLASS_SIZES, 0, k) for sizes, slots in draws])
+        lines.append(f"| {k}{' (arenas)' if k == SLAB_BLOCKS else ''} | {ratio} |")
     return "\n".join(lines)
 
 
@@ -167,11 +195,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--spill", type=int, nargs="+", default=[0, 1, 2, 3])
     parser.add_argument("--per-doubling", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--blocks", type=int, nargs="+", default=[1, 2, 3, 4, 6, 8, 16])
     args = parser.parse_args(argv)
     bad_table = any(p not in (1, 2, 4, 8) for p in args.per_doubling)
-    if args.n < LIVE or min(args.spill) < 0 or bad_table:
-        parser.error("-n must be at least 1000, --spill >= 0, --per-doubling one of 1 2 4 8")
-    print(report(args.n, args.seeds, args.spill, args.per_doubling))
+    if args.n < LIVE or min(args.spill) < 0 or min(args.blocks) < 1 or bad_table:
+        parser.error(
+            "-n must be at least 1000, --spill >= 0, --blocks >= 1, --per-doubling one of 1 2 4 8"
+        )
+    print(report(args.n, args.seeds, args.spill, args.per_doubling, args.blocks))
     return 0
 
 

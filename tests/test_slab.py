@@ -8,7 +8,15 @@ import threading
 import pytest
 
 from arenas import Allocator, DoubleFree, InvalidPointer
-from arenas.slab import CLASS_OF, CLASS_SIZES, CLASS_SPANS, NCLASSES, SLAB_MAX
+from arenas.slab import (
+    CLASS_BLOCKS,
+    CLASS_OF,
+    CLASS_SIZES,
+    CLASS_SLAB_BYTES,
+    CLASS_WINDOWS,
+    NCLASSES,
+    SLAB_MAX,
+)
 
 
 def run_thread(fn: object) -> None:
@@ -60,13 +68,18 @@ def test_a_blocks_slab_is_found_by_masking() -> None:
         for size in (16, 200, 3000, 40000):
             addr = alloc.malloc(size)
             cls = CLASS_OF[size]
-            base = addr & -CLASS_SPANS[cls]
-            slab = alloc._slab_table.slabs[base]
+            table = alloc._slab_table
+            found = table.slabs[addr & -CLASS_WINDOWS[cls]]
+            (slab,) = [s for s in found if s.base <= addr < s.end]
             assert slab.cls == cls and slab.is_block(addr)
-            # the slab is one chunk of its arena, span bytes, span-aligned
+            # the slab is one chunk of its arena: its header and its blocks
             arena = alloc._registry.arenas[alloc.arena_for(addr) or 0]
-            assert arena.in_use[base + 16] == CLASS_SPANS[cls]
-            assert base % CLASS_SPANS[cls] == 0
+            assert arena.in_use[slab.base + 16] == CLASS_SLAB_BYTES[cls] == slab.end - slab.base
+            # every block of the slab masks to a window that lists it
+            for block in range(slab.base + 16, slab.end, slab.size):
+                assert slab in table.slabs[block & -CLASS_WINDOWS[cls]]
+                assert table.slab_of(block, cls) is table.find(block) is slab
+            assert table.owners([addr], cls) == [slab]
         alloc.check()
 
 
@@ -207,7 +220,7 @@ def test_errors_stay_exact_on_the_fast_path(tcache_count: int) -> None:
             alloc.free(a)
         with pytest.raises(InvalidPointer, match="inside a 64-byte slab block"):
             alloc.free(b + 8)
-        slab_base = b & -CLASS_SPANS[CLASS_OF[64]]
+        slab_base = alloc._slab_table.owners([b], CLASS_OF[64])[0].base
         with pytest.raises(InvalidPointer):
             alloc.free(slab_base + 16 - 16)  # the slab's chunk, not a block
         # the slab chunk's user address is its first block: a, already freed
@@ -267,14 +280,81 @@ def test_the_cache_is_bounded_in_bytes_per_class() -> None:
         alloc.check()
 
 
-def test_every_slab_holds_a_few_blocks_and_a_small_tail() -> None:
-    # The chunk header and the leftover after the last block are a slab's
-    # overhead: at most a quarter of the span (12.5% up to 16 KiB blocks).
-    for size, span in zip(CLASS_SIZES, CLASS_SPANS, strict=True):
-        blocks = (span - 16) // size
-        tail = span - blocks * size
-        assert blocks >= 3, (size, span)
-        assert tail * (8 if size <= 16384 else 4) <= span, (size, span)
+def test_every_slab_is_a_few_blocks_and_its_header() -> None:
+    for cls, size in enumerate(CLASS_SIZES):
+        length, window, blocks = CLASS_SLAB_BYTES[cls], CLASS_WINDOWS[cls], CLASS_BLOCKS[cls]
+        assert length == 16 + blocks * size  # no tail
+        assert 2 <= blocks <= 64 and blocks * size >= 1024, size
+        # a window is a power of two; a slab, wherever it starts, is in a few
+        assert window & (window - 1) == 0 and -(-length // window) + 1 <= 9, size
+
+
+def test_slabs_cut_from_the_top_leave_no_gaps() -> None:
+    # A slab needs no alignment (the window table finds it), so slabs of
+    # different classes cut one after another tile the heap exactly.
+    with Allocator(tcache_count=0) as alloc:
+        sizes = [1024, 48, 640, 16, 3000, 200, 896]
+        blocks = [alloc.malloc(size) for size in sizes]
+        table = alloc._slab_table
+        slabs = [
+            table.owners([addr], CLASS_OF[size])[0]
+            for addr, size in zip(blocks, sizes, strict=True)
+        ]
+        for before, after in itertools.pairwise(slabs):
+            assert before.end == after.base
+        arena = alloc._registry.main
+        assert not arena.bins.free  # nothing was skipped to align a slab
+        alloc.check()
+
+
+def test_a_window_shared_by_slabs_finds_each_blocks_own() -> None:
+    with Allocator(tcache_count=0) as alloc:
+        table = alloc._slab_table
+        blocks = [(alloc.malloc(size), CLASS_OF[size]) for size in (100, 300, 20, 700) * 40]
+        shared = [found for found in table.slabs.values() if len(found) > 1]
+        assert shared  # the case under test happened
+        for addr, cls in blocks:
+            (slab,) = table.owners([addr], cls)
+            assert slab.base < addr < slab.end and slab.cls == cls and slab.is_block(addr)
+            assert table.find(addr) is slab
+        for addr, _ in blocks:
+            alloc.free(addr)
+        alloc.check()
+
+
+def test_a_released_slab_is_reused_by_another_class() -> None:
+    with Allocator(tcache_count=0) as alloc:
+        table = alloc._slab_table
+        fence = alloc.malloc(2000)  # keeps the freed slab off the top chunk
+        big = alloc.malloc(1024)
+        old = table.owners([big], CLASS_OF[1024])[0]
+        alloc.malloc(16)  # a slab after it, so that it does not merge into the top
+        alloc.free(big)
+        assert alloc.trim() >= 0  # gives the spare slab back as a free chunk
+        assert old.base not in alloc._registry.main.slabs
+        small = alloc.malloc(512)  # a smaller slab fits where the big one was
+        assert table.owners([small], CLASS_OF[512])[0].base == old.base
+        alloc.free(fence)
+        alloc.check()
+
+
+def test_a_miss_takes_a_cached_block_of_the_next_class() -> None:
+    with Allocator() as alloc:
+        cls = CLASS_OF[600]
+        bigger = alloc.malloc(CLASS_SIZES[cls + 1])
+        alloc.free(bigger)  # now cached in the next class
+        addr = alloc.malloc(600)  # its own class has nothing cached
+        assert addr == bigger and alloc.usable_size(addr) == CLASS_SIZES[cls + 1]
+        assert alloc.stats().tcache_blocks == 0  # no refill happened
+        alloc.free(addr)
+        assert alloc._tls.tcache[cls + 1] == [addr]  # home to its own class's cache
+        # two classes up is too far: a refill instead
+        far = alloc.malloc(CLASS_SIZES[cls + 2])
+        alloc.free(far)
+        got = alloc.malloc(CLASS_SIZES[cls - 1])
+        assert got != far and alloc.usable_size(got) == CLASS_SIZES[cls - 1]
+        alloc.free(got)
+        alloc.check()
 
 
 def test_a_thread_fills_the_main_arenas_holes_before_growing_its_heap() -> None:

@@ -146,6 +146,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         (("record", "-o", "/tmp/x.trace"), "nothing to record"),
         (("bogus",), "invalid choice"),
         (("slabmodel", "--per-doubling", "3"), "--per-doubling one of"),
+        (("slabmodel", "--blocks", "0"), "--blocks >= 1"),
         (("fastpath", "-n", "10"), "-n must be at least 1000"),
     ],
 )
@@ -257,11 +258,15 @@ def test_the_slab_model_never_beats_its_own_floor() -> None:
     for spill in (0, 2):
         # live blocks sit in slabs: the footprint is at least their class-rounded bytes
         assert simulate(sizes, slots, CLASS_SIZES, spill) >= floor.class_waste
+    # a slab goes back only when all its blocks are free: big slabs pin more
+    one, many = (simulate(sizes, slots, CLASS_SIZES, 0, k) for k in (1, 16))
+    assert floor.class_waste <= one < many
     coarse = bounds(sizes, slots, class_sizes(1))
     assert coarse.class_waste > floor.class_waste  # fewer classes waste more per block
-    proc = run_cli("slabmodel", "-n", "3000", "--seeds", "1", "--spill", "0", "1")
+    proc = run_cli("slabmodel", "-n", "3000", "--seeds", "1", "--spill", "0", "1", "--blocks", "4")
     assert proc.returncode == 0, proc.stderr
     assert "| 4 per doubling (arenas) |" in proc.stdout
+    assert "| 4 (arenas) |" in proc.stdout
 
 
 def test_churn_footprints_are_at_least_the_live_bytes() -> None:
