@@ -79,8 +79,10 @@ def _bad_addr(addr: object) -> int:
 _tokens = itertools.count(1)
 
 
-# A miss in one class first looks at this many next bigger classes (at most
-# half as big again above 128 bytes, 32 bytes more below).
+# A miss in one class first looks at the caches of this many next bigger
+# classes: one class up is at most a quarter bigger above 128 bytes, 16 bytes
+# below.  More borrowing measured worse (docs/slabs.md): a borrowed block
+# wastes more, and pins the slab of the block it stands in for.
 TCACHE_BORROW = 1
 _BORROW_FROM: tuple[tuple[int, ...], ...] = tuple(
     tuple(range(cls + 1, min(cls + 1 + TCACHE_BORROW, NCLASSES))) for cls in range(NCLASSES)
@@ -338,9 +340,8 @@ class Allocator:
 
         A block cached in one of the next ``TCACHE_BORROW`` classes is already
         held by this thread: serving the request with it costs no lock and no
-        new memory, where a refill would take more.  On a churn of random
-        sizes this halves both the misses and the bytes the cache holds (see
-        docs/slabs.md).
+        new memory, where a refill would take more (docs/slabs.md measures
+        what it saves).
         """
         cls = CLASS_OF[size]
         tls = self._tls

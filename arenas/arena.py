@@ -579,36 +579,45 @@ class Arena:
         self._shrink_chunk(heap, mem, size, nb)
         return mem
 
-    # ====================================================== aligned chunks
-    def alloc_aligned_chunk(
-        self, length: int, align: int, top: bool = True, grow: bool = True
-    ) -> int:
-        """A chunk of exactly ``length`` bytes whose *chunk address* is a multiple of ``align``.
+    # ========================================================= slab chunks
+    def alloc_slab_chunks(
+        self, length: int, count: int = 1, top: bool = True, grow: bool = True
+    ) -> list[int]:
+        """Up to ``count`` in-use chunks of exactly ``length`` bytes each.
 
-        Slabs are made of these (``align`` is the slab's unit, a power of
-        two; the header sits inside ``length``).  A free chunk that holds
-        such a place is preferred: the first found in the smallest bins that
-        can hold it, among the first 32 candidates (best fit; a slab given
-        back earlier fits its own class exactly).  Otherwise the top chunk is
-        cut at the next aligned address, the lead going back to the bins.
-        With ``grow`` false the heap is not grown for it, and with ``top``
-        false the top chunk is not cut either: only memory freed earlier is
-        used (another arena's thread asks that way).  Returns the user
-        address (chunk + 16), or 0.
+        Slabs are made of these: a slab's header is its chunk's header.
+        Memory freed earlier comes first: the smallest free chunk that holds
+        one (best fit, address order among equal sizes, up to 32 candidates)
+        gives as many as it holds, and so on.  The rest are cut from the top
+        chunk in one go.  With ``grow`` false the heap is not grown for them,
+        and with ``top`` false the top chunk is not cut either: only memory
+        freed earlier is used (another arena's thread asks that way).
+        Returns the user addresses (chunk + 16); fewer than ``count`` only
+        when the arena has no room for more.
         """
-        chunk = self._aligned_fit(length, align)
-        if not chunk:
-            if not top:
-                return 0
-            chunk = self._aligned_from_top(length, align, grow)
+        out: list[int] = []
+        while len(out) < count:
+            chunk, size = self._best_free_chunk(length)
             if not chunk:
-                return 0
-        mem = chunk + CHUNK_HDR_SZ
-        self.in_use[mem] = length
-        self.inuse_bytes += length
-        return mem
+                break
+            pieces = min(count - len(out), size // length)
+            if 0 < size - pieces * length < MINSIZE:
+                pieces -= 1  # (a single piece always fits: see _best_free_chunk)
+            self._carve_slabs(self.heap_of(chunk), chunk, size, length, pieces, out)
+        if len(out) < count and top:
+            want = count - len(out)
+            if self.top_size() < want * length + MINSIZE and not (
+                grow and self._sysmalloc(want * length)
+            ):
+                want = min(want, (self.top_size() - MINSIZE) // length)
+            if want > 0:
+                chunk = self.top
+                self._set_top(chunk + want * length)
+                self._carve_slabs(self.heap, chunk, want * length, length, want, out)
+        return out
 
-    def _aligned_fit(self, length: int, align: int) -> int:
+    def _best_free_chunk(self, length: int) -> tuple[int, int]:
+        """Unlink the smallest free chunk that can give a ``length``-byte piece: (chunk, size)."""
         bins = self.bins
         unsorted = bins.unsorted
         while unsorted:  # sort first, as _int_malloc does, so freed chunks can be found
@@ -628,69 +637,46 @@ class Arena:
             else:
                 found = bins.large[idx - NSMALLBINS]
             for size, chunk in found:
-                if size < length:
-                    continue
-                aligned = (chunk + align - 1) & -align
-                if 0 < aligned - chunk < MINSIZE:
-                    aligned += align
-                tail = chunk + size - aligned - length
-                if tail == 0 or tail >= MINSIZE:
-                    heap = self.heap_of(chunk)
+                if size == length or size >= length + MINSIZE:
                     bins.unlink(chunk)
                     if chunk == self.last_remainder:
                         self.last_remainder = 0
-                    self._place_used(heap, chunk, size, aligned, length)
-                    return aligned
-                candidates += 1
-                if candidates >= 32:
-                    return 0
+                    return chunk, size
+                if size > length:
+                    candidates += 1
+                    if candidates >= 32:
+                        return 0, 0
             idx += 1
             rest >>= 1
-        return 0
+        return 0, 0
 
-    def _place_used(self, heap: Heap, chunk: int, size: int, aligned: int, length: int) -> None:
-        """Mark ``[aligned, aligned+length)`` of the unlinked free chunk in use; free the rest."""
+    def _carve_slabs(
+        self, heap: Heap, chunk: int, size: int, length: int, pieces: int, out: list[int]
+    ) -> None:
+        """Mark ``pieces`` chunks of ``length`` at the start of the unlinked ``chunk`` in use.
+
+        Whatever is left of ``size`` goes back to the bins.  A run cut from
+        the top chunk is followed by the new top, whose header ``_set_top``
+        has written already.
+        """
         w = heap.words
         base = heap.base
-        nm = self.nm
-        lead = aligned - chunk
-        tail = size - lead - length
-        w[((aligned - base) >> 3) + 1] = length | PREV_INUSE | nm
-        end = aligned + length
+        head = length | PREV_INUSE | self.nm
+        in_use = self.in_use
+        end = chunk + pieces * length
+        for piece in range(chunk, end, length):
+            w[((piece - base) >> 3) + 1] = head
+            in_use[piece + CHUNK_HDR_SZ] = length
+            out.append(piece + CHUNK_HDR_SZ)
+        self.inuse_bytes += pieces * length
+        tail = size - pieces * length
+        if end == self.top and not tail:
+            return
         if tail:
-            w[((end - base) >> 3) + 1] = tail | PREV_INUSE | nm
+            w[((end - base) >> 3) + 1] = tail | PREV_INUSE | self.nm
             self._free_chunk(heap, end, tail)
         else:
             w[((end - base) >> 3) + 1] |= PREV_INUSE
-        if lead:
-            w[((chunk - base) >> 3) + 1] = lead | PREV_INUSE | nm
-            self._free_chunk(heap, chunk, lead)
-
-    def _aligned_from_top(self, length: int, align: int, grow: bool) -> int:
-        top = self.top
-        aligned = (top + align - 1) & -align
-        if 0 < aligned - top < MINSIZE:
-            aligned += align
-        need = aligned - top + length
-        if self.top_size() < need + MINSIZE:
-            if not grow or not self._sysmalloc(need):
-                return 0
-            top = self.top  # a new heap moves the top
-            aligned = (top + align - 1) & -align
-            if 0 < aligned - top < MINSIZE:
-                aligned += align
-            if self.top_size() < aligned - top + length + MINSIZE:
-                return 0
-        heap = self.heap
-        w = heap.words
-        lead = aligned - top
-        nm = self.nm
-        w[((aligned - heap.base) >> 3) + 1] = length | PREV_INUSE | nm
-        self._set_top(aligned + length)
-        if lead:
-            w[((top - heap.base) >> 3) + 1] = lead | PREV_INUSE | nm
-            self._free_chunk(heap, top, lead)
-        return aligned
 
     # ================================================================= check
     def check(self) -> None:

@@ -223,7 +223,7 @@ def footprint(steps: int, live: int, seed: int) -> Footprint:
                 parts.clear()
                 parts["live blocks, rounded up to their classes"] = st.slab_live_bytes
                 parts["blocks in thread caches"] = st.tcache_bytes
-                parts["the rest of the slabs (free blocks, tails, never used)"] = (
+                parts["the rest of the slabs (free blocks, headers, never used)"] = (
                     st.slab_bytes - st.slab_live_bytes - st.tcache_bytes
                 )
                 parts["free chunks in the heaps"] = st.fordblks - top
@@ -339,6 +339,17 @@ def run(n: int, rounds: int, seed: int, progress: bool = True) -> Result:
     return Result(best_pairs, best_churn, t1, t8, memory, glibc_ratio)
 
 
+def memory_report(memory: Footprint, glibc_ratio: float) -> list[str]:
+    return [
+        f"peak live {memory.peak_live:,} B, peak footprint {memory.peak_footprint:,} B"
+        f" (top chunk excluded): ratio {memory.ratio:.3f};"
+        f" with the top: {memory.ratio_with_top:.2f}",
+        "at the footprint's peak:",
+        *(f"  {part}: {size:,} B" for part, size in memory.parts.items()),
+        f"glibc on the same churn (own process, mallinfo2, top excluded): ratio {glibc_ratio:.3f}",
+    ]
+
+
 def report(result: Result) -> str:
     lines = ["| workload | " + " | ".join(COMPETITORS) + " |"]
     lines.append("|---|" + "---:|" * len(COMPETITORS))
@@ -347,17 +358,7 @@ def report(result: Result) -> str:
     lines.append("")
     lines.append(f"arenas churn, 1 thread: {result.threads_1:,.0f} steps/s")
     lines.append(f"arenas churn, 8 threads: {result.threads_8:,.0f} steps/s (aggregate)")
-    memory = result.memory
-    lines.append(
-        f"peak live {memory.peak_live:,} B, peak footprint {memory.peak_footprint:,} B"
-        f" (top chunk excluded); with the top: ratio {memory.ratio_with_top:.2f}"
-    )
-    lines.append("at the footprint's peak:")
-    lines.extend(f"  {part}: {size:,} B" for part, size in memory.parts.items())
-    lines.append(
-        f"glibc on the same churn (own process, mallinfo2, top excluded):"
-        f" ratio {result.glibc_footprint_ratio:.2f}"
-    )
+    lines.extend(memory_report(result.memory, result.glibc_footprint_ratio))
     lines.append("")
     lines.append("| ratio | measured | target |")
     lines.append("|---|---:|---:|")
@@ -380,9 +381,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="best of this many rounds")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    parser.add_argument(
+        "--memory-only", action="store_true", help="only the footprint (deterministic, seconds)"
+    )
     args = parser.parse_args(argv)
     if args.n < 1000 or args.rounds < 1:
         parser.error("-n must be at least 1000 and --rounds at least 1")
+    if args.memory_only:
+        memory = footprint(args.n, 1000, args.seed)
+        glibc_ratio = glibc_footprint_ratio(args.n, 1000, args.seed)
+        print("\n".join(memory_report(memory, glibc_ratio)))
+        return 0
     result = run(args.n, args.rounds, args.seed)
     print(report(result))
     if args.json:

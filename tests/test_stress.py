@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -279,3 +280,13 @@ def test_churn_footprints_are_at_least_the_live_bytes() -> None:
     assert memory.peak_footprint >= memory.peak_live
     assert sum(memory.parts.values()) == memory.peak_footprint  # the parts account for it all
     assert glibc_footprint_ratio(5000, 300, seed=3) >= 1.0
+
+
+def test_fastpath_memory_only_prints_both_footprints() -> None:
+    proc = run_cli("fastpath", "-n", "3000", "--seed", "2", "--memory-only")
+    assert proc.returncode == 0, proc.stderr
+    ours = re.search(r"\(top chunk excluded\): ratio (\d+\.\d+)", proc.stdout)
+    glibc = re.search(r"glibc on the same churn .*: ratio (\d+\.\d+)", proc.stdout)
+    assert ours and glibc, proc.stdout
+    assert float(ours.group(1)) >= 1.0 and float(glibc.group(1)) >= 1.0
+    assert "blocks in thread caches" in proc.stdout
