@@ -9,15 +9,19 @@ docs/slabs.md for the measured figures)::
 
     16 32 48 64 80 96 112 128 | 160 192 224 256 | 320 384 448 512 | ... | 40960 49152 57344 65536
 
-A slab is one chunk of exactly ``span`` bytes (a power of two, at least
-1 KiB) whose *chunk address* is a multiple of ``span``
-(:meth:`Arena.alloc_slab_chunks`).  The chunk's own header is the span's
-first 16 bytes and the blocks follow it, so the slab of any block is
-``addr & -span``: the same trick as ``heap_for_ptr``, one level down.
-Slabs cut one after another from the top chunk tile the heap with no gap::
+A slab is one chunk of its arena: the chunk's own 16-byte header, then a few
+blocks (8 for classes up to 1 KiB), and nothing after them
+(:meth:`Arena.alloc_slab_chunks`).  It needs no alignment, so slabs cut one
+after another from the top chunk tile the heap with no gap::
 
-    arena heap:  ... | slab: chunk hdr | blk | blk | ... | blk | never used yet | slab: ...
-                     ^ base (span-aligned)                      ^ bump            ^ base + span
+    arena heap:  ... | slab: chunk hdr | blk | blk | ... | blk | slab: chunk hdr | blk | ...
+                     ^ base            ^ blocks       ^ bump    ^ end = the next chunk
+
+The slab of a block is found by masking its address, one level below
+``heap_for_ptr``: every class has a *window* (a power of two), the
+:class:`SlabTable` lists, for every window address, the slabs overlapping
+that window in address order, and the block's slab is the last of
+``table[addr & -window]`` that starts at or below it.
 
 Blocks never touched stay beyond ``bump`` (their pages are never made
 resident); freed blocks go on the slab's ``free`` list.  Refills take the
@@ -27,8 +31,8 @@ thread cache, one empty slab per class is kept back to avoid churning), so
 memory from a finished burst can serve any size.
 
 Locking: a slab and its arena's slab lists are guarded by the owning arena's
-lock.  :class:`SlabTable` (base -> slab) is read without a lock and written
-under its own lock.
+lock.  :class:`SlabTable` (window -> slabs) is read without a lock and
+written under its own lock.
 """
 
 from __future__ import annotations

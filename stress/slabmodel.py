@@ -101,7 +101,7 @@ def simulate(
     else:
         caps = [blocks if size <= 1024 else blocks_for(size) for size in table]
         caps = [max(cap, -(-MIN_SLAB_BYTES // size)) for cap, size in zip(caps, table, strict=True)]
-    spans = [CHUNK_HDR_SZ + cap * size for cap, size in zip(caps, table, strict=True)]
+    lengths = [CHUNK_HDR_SZ + cap * size for cap, size in zip(caps, table, strict=True)]
     cls_of = [bisect_left(table, n) for n in range(max(sizes) + 1)]
     nclasses = len(table)
     used: dict[int, int] = {}  # slab id -> live blocks
@@ -125,7 +125,7 @@ def simulate(
         next_id += 1
         used[slab] = 1
         slab_class[slab] = want
-        footprint += spans[want]
+        footprint += lengths[want]
         if caps[want] > 1:
             partial[want][slab] = None
         return slab
@@ -139,7 +139,7 @@ def simulate(
             return
         partial[cls].pop(slab, None)
         del used[slab], slab_class[slab]
-        footprint -= spans[cls]
+        footprint -= lengths[cls]
 
     held = [(n, alloc(n)) for n in sizes[:LIVE]]
     live = peak_live = sum(n for n, _ in held)

@@ -307,6 +307,29 @@ def test_slabs_cut_from_the_top_leave_no_gaps() -> None:
         alloc.check()
 
 
+def test_slab_chunks_fill_a_hole_then_come_from_the_top_in_one_go() -> None:
+    with Allocator(tcache_count=0) as alloc:
+        arena = alloc._registry.main
+        length = 1040
+        with arena.lock:
+            first = arena.alloc_slab_chunks(length, 3)
+            assert [b - a for a, b in itertools.pairwise(first)] == [length, length]
+            fence = arena.alloc_slab_chunks(length, 1)  # keeps the hole off the top
+            for mem in first[:2]:  # a hole of two slabs, and one slab still in use
+                arena.release_internal(arena.heap, mem)
+            top_before = arena.top
+            again = arena.alloc_slab_chunks(length, 4)
+            assert again[:2] == first[:2]  # the hole gives both slabs it holds
+            assert again[2] == top_before + 16  # the rest, cut from the top
+            assert again[3] == again[2] + length
+            # with neither the top nor growth allowed, only freed memory serves
+            arena.release_internal(arena.heap, again[0])
+            assert arena.alloc_slab_chunks(length, 2, top=False, grow=False) == [again[0]]
+            for mem in [*again, *fence, first[2]]:
+                arena.release_internal(arena.heap, mem)
+        alloc.check()
+
+
 def test_a_window_shared_by_slabs_finds_each_blocks_own() -> None:
     with Allocator(tcache_count=0) as alloc:
         table = alloc._slab_table
