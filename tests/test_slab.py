@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 import threading
 
 import pytest
@@ -429,4 +430,69 @@ def test_threads_stay_off_the_main_arenas_top() -> None:
 
         run_thread(worker)
         assert placed and 0 not in placed
+        alloc.check()
+
+
+@pytest.mark.parametrize("tcache_count", [1, 4])
+def test_slab_table_stays_exact_while_threads_carve_and_release_slabs(tcache_count: int) -> None:
+    # A tiny cache makes every few mallocs a refill and every few frees a
+    # flush: slabs are carved and released all the time, the table's
+    # windows are rewritten under its lock, and flushes read it without one.
+    # Half of each thread's blocks are freed by the next thread.
+    import ctypes
+    import queue
+
+    threads = 12
+    with Allocator(tcache_count=tcache_count, arena_max=4) as alloc:
+        inbox: list[queue.Queue[tuple[int, bytes]]] = [queue.Queue() for _ in range(threads)]
+        kept: dict[int, bytes] = {}
+        kept_lock = threading.Lock()
+        start = threading.Barrier(threads)
+        errors: list[BaseException] = []
+
+        def work(k: int) -> None:
+            try:
+                rng = random.Random(k)
+                live: list[tuple[int, bytes]] = []
+                start.wait()
+                for step in range(600):
+                    size = rng.choice((16, 48, 100, 300, 700, 1000, 2500))
+                    addr = alloc.malloc(size)
+                    pattern = bytes([(k * 31 + step) & 0xFF]) * size
+                    ctypes.memmove(addr, pattern, size)
+                    live.append((addr, pattern))
+                    if len(live) > 40:
+                        addr, pattern = live.pop(rng.randrange(len(live)))
+                        assert ctypes.string_at(addr, len(pattern)) == pattern
+                        if rng.random() < 0.5:
+                            inbox[(k + 1) % threads].put((addr, pattern))
+                        else:
+                            alloc.free(addr)
+                    while not inbox[k].empty():
+                        addr, pattern = inbox[k].get()
+                        assert ctypes.string_at(addr, len(pattern)) == pattern
+                        alloc.free(addr)
+                with kept_lock:
+                    kept.update(live)
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        workers = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
+        for t in workers:
+            t.start()
+        for t in workers:
+            t.join()
+        assert not errors, errors[0]
+        for box in inbox:  # what the last thread to run left for others
+            while not box.empty():
+                addr, pattern = box.get()
+                kept[addr] = pattern
+        ranges = sorted((addr, addr + alloc.usable_size(addr)) for addr in kept)
+        for (_, end), (begin, _) in itertools.pairwise(ranges):
+            assert end <= begin
+        for addr, pattern in kept.items():
+            assert ctypes.string_at(addr, len(pattern)) == pattern
+        alloc.check()  # every slab in the table under each of its windows, and only those
+        for addr in kept:
+            alloc.free(addr)
         alloc.check()
