@@ -230,13 +230,16 @@ class SlabTable:
         """The slab of each of ``blocks``, all live blocks of class ``cls`` (a flush)."""
         slabs = self.slabs
         mask = -CLASS_WINDOWS[cls]
-        out = []
+        out: list[Slab] = []
+        append = out.append
         for addr in blocks:
             found = slabs[addr & mask]
-            k = len(found) - 1
-            while found[k].base > addr:
-                k -= 1
-            out.append(found[k])
+            slab = found[-1]
+            if slab.base > addr:  # the window is shared: an earlier slab holds it
+                for slab in reversed(found):
+                    if slab.base <= addr:
+                        break
+            append(slab)
         return out
 
     def find(self, addr: int) -> Slab | None:
