@@ -655,9 +655,7 @@ class Arena:
     ) -> None:
         """Mark ``pieces`` chunks of ``length`` at the start of the unlinked ``chunk`` in use.
 
-        Whatever is left of ``size`` goes back to the bins.  A run cut from
-        the top chunk is followed by the new top, whose header ``_set_top``
-        has written already.
+        Whatever is left of ``size`` goes back to the bins.
         """
         w = heap.words
         base = heap.base
@@ -670,8 +668,6 @@ class Arena:
             out.append(piece + CHUNK_HDR_SZ)
         self.inuse_bytes += pieces * length
         tail = size - pieces * length
-        if end == self.top and not tail:
-            return
         if tail:
             w[((end - base) >> 3) + 1] = tail | PREV_INUSE | self.nm
             self._free_chunk(heap, end, tail)

@@ -221,10 +221,8 @@ class SlabTable:
 
     def slab_of(self, addr: int, cls: int) -> Slab | None:
         """The slab of class ``cls`` whose chunk holds ``addr``, or None."""
-        for slab in self.slabs.get(addr & -CLASS_WINDOWS[cls], ()):
-            if slab.base <= addr < slab.end and slab.cls == cls:
-                return slab
-        return None
+        slab = _holder(self.slabs.get(addr & -CLASS_WINDOWS[cls], ()), addr)
+        return slab if slab is not None and slab.cls == cls else None
 
     def owners(self, blocks: list[int], cls: int) -> list[Slab]:
         """The slab of each of ``blocks``, all live blocks of class ``cls`` (a flush)."""
@@ -245,10 +243,18 @@ class SlabTable:
     def find(self, addr: int) -> Slab | None:
         """The slab holding ``addr`` whatever its class (slow: tries every window)."""
         for window in sorted(set(CLASS_WINDOWS)):
-            for slab in self.slabs.get(addr & -window, ()):
-                if slab.base <= addr < slab.end:
-                    return slab
+            slab = _holder(self.slabs.get(addr & -window, ()), addr)
+            if slab is not None:
+                return slab
         return None
+
+
+def _holder(found: tuple[Slab, ...], addr: int) -> Slab | None:
+    """The slab of a window's entry (in address order) whose chunk holds ``addr``."""
+    for slab in reversed(found):
+        if slab.base <= addr:
+            return slab if addr < slab.end else None
+    return None
 
 
 # ====================================================================== take
