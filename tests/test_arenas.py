@@ -4,43 +4,16 @@ fallback to the main arena, thread exit and fork."""
 from __future__ import annotations
 
 import ctypes
-import itertools
 import os
 import queue
 import random
 import threading
 import time
-from collections.abc import Callable
 
 import pytest
+from helpers import assert_disjoint, run_threads
 
 from arenas import Allocator, OutOfMemory
-
-
-def assert_disjoint(alloc: Allocator, blocks: dict[int, bytes]) -> None:
-    """No two live blocks overlap, and every block still holds its pattern."""
-    spans = sorted((addr, addr + alloc.usable_size(addr)) for addr in blocks)
-    for (_, end), (start, _) in itertools.pairwise(spans):
-        assert end <= start, f"blocks overlap at {start:#x}"
-    for addr, pattern in blocks.items():
-        assert ctypes.string_at(addr, len(pattern)) == pattern, f"block {addr:#x} damaged"
-
-
-def run_threads(n: int, target: Callable[[int], None]) -> None:
-    errors: list[BaseException] = []
-
-    def body(k: int) -> None:
-        try:
-            target(k)
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=body, args=(k,)) for k in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[0]
 
 
 @pytest.mark.parametrize(("threads", "arena_max"), [(16, 4), (32, 8), (24, 64)])

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import ctypes
 import itertools
+import queue
 import random
 import threading
+from collections.abc import Callable
 
 import pytest
+from helpers import assert_disjoint, run_threads
 
 from arenas import Allocator, DoubleFree, InvalidPointer
 from arenas.slab import (
@@ -20,20 +24,13 @@ from arenas.slab import (
 )
 
 
-def run_thread(fn: object) -> None:
-    assert callable(fn)
-    errors: list[BaseException] = []
+def run_thread(fn: Callable[[], object]) -> None:
+    """Run ``fn`` in a thread of its own; re-raise its error."""
 
-    def body() -> None:
-        try:
-            fn()
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+    def body(_: int) -> None:
+        fn()
 
-    t = threading.Thread(target=body)
-    t.start()
-    t.join()
-    assert not errors, errors
+    run_threads(1, body)
 
 
 # ------------------------------------------------------------ size classes
@@ -439,59 +436,43 @@ def test_slab_table_stays_exact_while_threads_carve_and_release_slabs(tcache_cou
     # flush: slabs are carved and released all the time, the table's
     # windows are rewritten under its lock, and flushes read it without one.
     # Half of each thread's blocks are freed by the next thread.
-    import ctypes
-    import queue
-
     threads = 12
     with Allocator(tcache_count=tcache_count, arena_max=4) as alloc:
         inbox: list[queue.Queue[tuple[int, bytes]]] = [queue.Queue() for _ in range(threads)]
         kept: dict[int, bytes] = {}
         kept_lock = threading.Lock()
         start = threading.Barrier(threads)
-        errors: list[BaseException] = []
 
         def work(k: int) -> None:
-            try:
-                rng = random.Random(k)
-                live: list[tuple[int, bytes]] = []
-                start.wait()
-                for step in range(600):
-                    size = rng.choice((16, 48, 100, 300, 700, 1000, 2500))
-                    addr = alloc.malloc(size)
-                    pattern = bytes([(k * 31 + step) & 0xFF]) * size
-                    ctypes.memmove(addr, pattern, size)
-                    live.append((addr, pattern))
-                    if len(live) > 40:
-                        addr, pattern = live.pop(rng.randrange(len(live)))
-                        assert ctypes.string_at(addr, len(pattern)) == pattern
-                        if rng.random() < 0.5:
-                            inbox[(k + 1) % threads].put((addr, pattern))
-                        else:
-                            alloc.free(addr)
-                    while not inbox[k].empty():
-                        addr, pattern = inbox[k].get()
-                        assert ctypes.string_at(addr, len(pattern)) == pattern
+            rng = random.Random(k)
+            live: list[tuple[int, bytes]] = []
+            start.wait()
+            for step in range(600):
+                size = rng.choice((16, 48, 100, 300, 700, 1000, 2500))
+                addr = alloc.malloc(size)
+                pattern = bytes([(k * 31 + step) & 0xFF]) * size
+                ctypes.memmove(addr, pattern, size)
+                live.append((addr, pattern))
+                if len(live) > 40:
+                    addr, pattern = live.pop(rng.randrange(len(live)))
+                    assert ctypes.string_at(addr, len(pattern)) == pattern
+                    if rng.random() < 0.5:
+                        inbox[(k + 1) % threads].put((addr, pattern))
+                    else:
                         alloc.free(addr)
-                with kept_lock:
-                    kept.update(live)
-            except BaseException as exc:  # pragma: no cover - reported below
-                errors.append(exc)
+                while not inbox[k].empty():
+                    addr, pattern = inbox[k].get()
+                    assert ctypes.string_at(addr, len(pattern)) == pattern
+                    alloc.free(addr)
+            with kept_lock:
+                kept.update(live)
 
-        workers = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
-        for t in workers:
-            t.start()
-        for t in workers:
-            t.join()
-        assert not errors, errors[0]
+        run_threads(threads, work)
         for box in inbox:  # what the last thread to run left for others
             while not box.empty():
                 addr, pattern = box.get()
                 kept[addr] = pattern
-        ranges = sorted((addr, addr + alloc.usable_size(addr)) for addr in kept)
-        for (_, end), (begin, _) in itertools.pairwise(ranges):
-            assert end <= begin
-        for addr, pattern in kept.items():
-            assert ctypes.string_at(addr, len(pattern)) == pattern
+        assert_disjoint(alloc, kept)
         alloc.check()  # every slab in the table under each of its windows, and only those
         for addr in kept:
             alloc.free(addr)
