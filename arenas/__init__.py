@@ -10,6 +10,11 @@ The layers, from the program down to the operating system::
     Allocator   arena_get: the calling thread's arena (a thread-local)      allocator.py
        |        free: owning arena found from the address alone             registry.py
        |
+    tcache      requests <= 64 KiB: per thread, per size class, no lock     allocator.py
+       |        (a miss refills from slabs, a full cache flushes to them)
+    slabs       a chunk header + a few equal blocks; addr & -window         slab.py
+       |        (each slab one chunk of an arena; bigger requests: chunks)
+       |
     Arena 0 (main)      Arena 1          ...   Arena N  (N < arena_max)     arena.py
     lock, bins, top     lock, bins, top        lock, bins, top              bins.py
        |                   |
