@@ -1,14 +1,17 @@
 """The fast-path benchmark: how close a pure-Python allocator gets to a native call.
 
-Four measurements, all taken in one run, so the figures that matter are ratios
+Five measurements, all taken in one run, so the figures that matter are ratios
 between allocators measured side by side on the same (shared, noisy) machine:
 
 1. **pairs**: one thread, ``free(malloc(n))`` with n drawn from 16..1024;
 2. **churn**: one thread, 1,000 live blocks, each step frees a random one and
    allocates a new random size in its slot (larson-like);
-3. **threads**: the churn loop in 8 threads at once, aggregate throughput
+3. **bursts**: one thread allocates 10,000 blocks, then frees them all in
+   random order, and again: the refill and flush paths, where new slabs are
+   carved and emptied ones released (no target; it guards their speed);
+4. **threads**: the churn loop in 8 threads at once, aggregate throughput
    against the same total work in 1 thread;
-4. **memory**: on the churn loop, the allocator's peak footprint divided by
+5. **memory**: on the churn loop, the allocator's peak footprint divided by
    the peak of live (requested) bytes.
 
 Competitors: ``arenas`` through its module-level int API, glibc's
@@ -60,7 +63,7 @@ def _mp_heap() -> tuple[Malloc, Free]:
 
 
 def _floor() -> tuple[Malloc, Free]:
-    stack: list[int] = list(range(2048))
+    stack: list[int] = list(range(BURST))
     pop, push = stack.pop, stack.append
 
     def malloc(size: int) -> int:
@@ -92,6 +95,20 @@ def churn_draws(steps: int, live: int, seed: int) -> tuple[list[int], list[int]]
     return sizes, slots
 
 
+BURST = 10_000
+
+
+def bursts(malloc: Malloc, free: Free, sizes: list[int], order: list[int]) -> float:
+    """Allocate BURST blocks, free them in ``order`` (a permutation), repeat; operations/s."""
+    start = time.perf_counter()
+    for lo in range(0, len(sizes) - BURST + 1, BURST):
+        blocks = [malloc(size) for size in sizes[lo : lo + BURST]]
+        for i in order:
+            free(blocks[i])
+    done = len(sizes) // BURST * BURST
+    return 2 * done / (time.perf_counter() - start)
+
+
 def pairs(malloc: Malloc, free: Free, sizes: list[int]) -> float:
     """malloc+free pairs per second."""
     start = time.perf_counter()
@@ -117,6 +134,7 @@ def churn(malloc: Malloc, free: Free, sizes: list[int], slots: list[int], live: 
 class Result:
     pairs: dict[str, float]
     churn: dict[str, float]
+    bursts: dict[str, float]
     threads_1: float
     threads_8: float
     memory: Footprint
@@ -129,6 +147,7 @@ class Result:
             "pairs arenas/glibc": p["arenas"] / p["glibc-ctypes"],
             "churn arenas/mp-heap": c["arenas"] / c["mp-heap"],
             "churn arenas/glibc": c["arenas"] / c["glibc-ctypes"],
+            "bursts arenas/glibc": self.bursts["arenas"] / self.bursts["glibc-ctypes"],
             "8 threads / 1 thread": self.threads_8 / self.threads_1,
             "peak footprint / peak live": self.memory.ratio,
         }
@@ -320,6 +339,9 @@ def run(n: int, rounds: int, seed: int, progress: bool = True) -> Result:
     sizes, slots = churn_draws(n, 1000, seed)
     best_pairs: dict[str, float] = {}
     best_churn: dict[str, float] = {}
+    best_bursts: dict[str, float] = {}
+    order = list(range(BURST))
+    random.Random(seed).shuffle(order)
     arenas.free(arenas.malloc(1))  # attach this thread before timing
     for r in range(rounds):
         for name, make in COMPETITORS.items():
@@ -330,13 +352,14 @@ def run(n: int, rounds: int, seed: int, progress: bool = True) -> Result:
             best_churn[name] = max(
                 best_churn.get(name, 0.0), churn(malloc, free, sizes, slots, 1000)
             )
+            best_bursts[name] = max(best_bursts.get(name, 0.0), bursts(malloc, free, sizes, order))
     t1 = max(thread_scaling(1, n, 1000, seed) for _ in range(rounds))
     t8 = max(thread_scaling(8, n, 1000, seed) for _ in range(rounds))
     memory = footprint(n, 1000, seed)
     glibc_ratio = glibc_footprint_ratio(n, 1000, seed)
     if progress:
         print("\r" + " " * 40 + "\r", end="", file=sys.stderr)
-    return Result(best_pairs, best_churn, t1, t8, memory, glibc_ratio)
+    return Result(best_pairs, best_churn, best_bursts, t1, t8, memory, glibc_ratio)
 
 
 def memory_report(memory: Footprint, glibc_ratio: float) -> list[str]:
@@ -353,7 +376,12 @@ def memory_report(memory: Footprint, glibc_ratio: float) -> list[str]:
 def report(result: Result) -> str:
     lines = ["| workload | " + " | ".join(COMPETITORS) + " |"]
     lines.append("|---|" + "---:|" * len(COMPETITORS))
-    for label, figures in (("pairs/s", result.pairs), ("churn steps/s", result.churn)):
+    rows = (
+        ("pairs/s", result.pairs),
+        ("churn steps/s", result.churn),
+        ("burst operations/s", result.bursts),
+    )
+    for label, figures in rows:
         lines.append(f"| {label} | " + " | ".join(f"{figures[n]:,.0f}" for n in COMPETITORS) + " |")
     lines.append("")
     lines.append(f"arenas churn, 1 thread: {result.threads_1:,.0f} steps/s")
@@ -367,6 +395,7 @@ def report(result: Result) -> str:
         "pairs arenas/glibc": ">= 1.0",
         "churn arenas/mp-heap": ">= 8",
         "churn arenas/glibc": ">= 1.0",
+        "bursts arenas/glibc": "-",
         "8 threads / 1 thread": ">= 0.9",
         "peak footprint / peak live": "<= 1.25",
     }
