@@ -82,10 +82,9 @@ SLAB_BLOCKS_HUGE = 2
 MIN_SLAB_BYTES = 1024
 # The slab table's *window* for a class: a power of two, at least MIN_WINDOW
 # and at least the class's slab, so that a slab is entered under one or two
-# window addresses.  Smaller windows meant more keys, more tuples to build
-# and drop, and a slower allocate-then-free-all loop (0.25 s against 0.18-0.22
-# with windows of an eighth of a slab); a window shared by a few slabs costs
-# a lookup one more comparison.
+# window addresses.  Smaller windows would mean more keys, and more tuples
+# to build and drop as slabs come and go; a window shared by a few slabs
+# costs a lookup a comparison or two.
 MIN_WINDOW = 1024
 
 
