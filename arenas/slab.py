@@ -103,10 +103,10 @@ CLASS_SIZES: tuple[int, ...] = class_sizes()
 NCLASSES = len(CLASS_SIZES)
 
 
-def blocks_for(size: int) -> int:
-    """How many blocks a slab of ``size``-byte blocks holds."""
+def blocks_for(size: int, small: int = SLAB_BLOCKS) -> int:
+    """How many blocks a slab of ``size``-byte blocks holds (``small`` up to 1 KiB)."""
     if size <= 1024:
-        blocks = SLAB_BLOCKS
+        blocks = small
     elif size <= 16384:
         blocks = SLAB_BLOCKS_LARGE
     else:

@@ -44,7 +44,7 @@ from bisect import bisect_left
 from dataclasses import dataclass
 
 from arenas.chunk import CHUNK_HDR_SZ
-from arenas.slab import CLASS_SIZES, MIN_SLAB_BYTES, SLAB_BLOCKS, blocks_for, class_sizes
+from arenas.slab import CLASS_SIZES, SLAB_BLOCKS, blocks_for, class_sizes
 
 from .fastpath import churn_draws
 
@@ -96,11 +96,7 @@ def simulate(
     ``blocks`` sets the blocks per slab for classes up to 1 KiB (at least
     1 KiB of blocks, as the allocator does); None takes the allocator's own.
     """
-    if blocks is None:
-        caps = [blocks_for(size) for size in table]
-    else:
-        caps = [blocks if size <= 1024 else blocks_for(size) for size in table]
-        caps = [max(cap, -(-MIN_SLAB_BYTES // size)) for cap, size in zip(caps, table, strict=True)]
+    caps = [blocks_for(size, blocks or SLAB_BLOCKS) for size in table]
     lengths = [CHUNK_HDR_SZ + cap * size for cap, size in zip(caps, table, strict=True)]
     cls_of = [bisect_left(table, n) for n in range(max(sizes) + 1)]
     nclasses = len(table)
