@@ -606,10 +606,14 @@ class Arena:
             self._carve_slabs(self.heap_of(chunk), chunk, size, length, pieces, out)
         if len(out) < count and top:
             want = count - len(out)
-            if self.top_size() < want * length + MINSIZE and not (
-                grow and self._sysmalloc(want * length)
+            if (
+                grow
+                and self.top_size() < want * length + MINSIZE
+                and not self._sysmalloc(want * length)
+                and self.top_size() < length + MINSIZE
             ):
-                want = min(want, (self.top_size() - MINSIZE) // length)
+                self._sysmalloc(length)  # a cap or a full buffer may still allow one
+            want = min(want, (self.top_size() - MINSIZE) // length)
             if want > 0:
                 chunk = self.top
                 self._set_top(chunk + want * length)

@@ -305,12 +305,8 @@ def take_blocks(
             if not n:
                 return out
     while n:
-        # All the slabs the rest needs, carved in one go; or, if no room
-        # holds them all, one.
-        count = -(-n // CLASS_BLOCKS[cls])
-        fresh = _new_slabs(arena, cls, count, table, top, grow)
-        if not fresh and count > 1:
-            fresh = _new_slabs(arena, cls, 1, table, top, grow)
+        # All the slabs the rest needs, carved in one go, or as many as fit.
+        fresh = _new_slabs(arena, cls, -(-n // CLASS_BLOCKS[cls]), table, top, grow)
         if not fresh:
             break
         for new in fresh:

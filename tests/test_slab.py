@@ -328,6 +328,26 @@ def test_slab_chunks_fill_a_hole_then_come_from_the_top_in_one_go() -> None:
         alloc.check()
 
 
+def test_slab_chunks_take_what_fits_under_a_cap() -> None:
+    # A run too big for max_heap_bytes still gives slabs: the heap grows for
+    # one when it cannot grow for all, until the cap itself is reached.
+    cap = 1 << 20
+    with Allocator(max_heap_bytes=cap, tcache_count=0) as alloc:
+        arena = alloc._registry.main
+        taken: list[int] = []
+        with arena.lock:
+            while True:
+                got = arena.alloc_slab_chunks(1040, 10**6)
+                if not got:
+                    break
+                taken += got
+            assert 0 < len(taken) * 1040 <= cap
+            assert arena.system_mem <= cap
+            for mem in taken:
+                arena.release_internal(arena.heap, mem)
+        alloc.check()
+
+
 def test_a_window_shared_by_slabs_finds_each_blocks_own() -> None:
     with Allocator(tcache_count=0) as alloc:
         table = alloc._slab_table
