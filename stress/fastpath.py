@@ -99,13 +99,15 @@ BURST = 10_000
 
 
 def bursts(malloc: Malloc, free: Free, sizes: list[int], order: list[int]) -> float:
-    """Allocate BURST blocks, free them in ``order`` (a permutation), repeat; operations/s."""
+    """Allocate ``len(order)`` blocks, free them in ``order`` (a permutation), repeat;
+    operations per second."""
+    burst = len(order)
     start = time.perf_counter()
-    for lo in range(0, len(sizes) - BURST + 1, BURST):
-        blocks = [malloc(size) for size in sizes[lo : lo + BURST]]
+    for lo in range(0, len(sizes) - burst + 1, burst):
+        blocks = [malloc(size) for size in sizes[lo : lo + burst]]
         for i in order:
             free(blocks[i])
-    done = len(sizes) // BURST * BURST
+    done = len(sizes) // burst * burst
     return 2 * done / (time.perf_counter() - start)
 
 
@@ -340,7 +342,7 @@ def run(n: int, rounds: int, seed: int, progress: bool = True) -> Result:
     best_pairs: dict[str, float] = {}
     best_churn: dict[str, float] = {}
     best_bursts: dict[str, float] = {}
-    order = list(range(BURST))
+    order = list(range(min(BURST, n)))  # (-n below BURST: one burst of n blocks)
     random.Random(seed).shuffle(order)
     arenas.free(arenas.malloc(1))  # attach this thread before timing
     for r in range(rounds):

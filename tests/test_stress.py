@@ -290,3 +290,12 @@ def test_fastpath_memory_only_prints_both_footprints() -> None:
     assert ours and glibc, proc.stdout
     assert float(ours.group(1)) >= 1.0 and float(glibc.group(1)) >= 1.0
     assert "blocks in thread caches" in proc.stdout
+
+
+def test_fastpath_runs_end_to_end_below_one_burst() -> None:
+    # -n below the 10,000-block burst: one burst of n blocks, not a division by zero
+    proc = run_cli("fastpath", "-n", "2000", "--rounds", "1")
+    assert proc.returncode == 0, proc.stderr
+    ratio = re.search(r"\| bursts arenas/glibc \| (\d+\.\d+) \|", proc.stdout)
+    assert ratio and float(ratio.group(1)) > 0, proc.stdout
+    assert "| peak footprint / peak live |" in proc.stdout
