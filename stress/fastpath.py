@@ -152,6 +152,7 @@ class Result:
             "bursts arenas/glibc": self.bursts["arenas"] / self.bursts["glibc-ctypes"],
             "8 threads / 1 thread": self.threads_8 / self.threads_1,
             "peak footprint / peak live": self.memory.ratio,
+            "footprint ratio arenas/glibc": self.memory.ratio / self.glibc_footprint_ratio,
         }
 
 
@@ -402,6 +403,7 @@ def report(result: Result) -> str:
         "bursts arenas/glibc": "-",
         "8 threads / 1 thread": ">= 0.9",
         "peak footprint / peak live": "<= 1.25",
+        "footprint ratio arenas/glibc": "-",
     }
     for name, value in result.ratios().items():
         lines.append(f"| {name} | {value:.2f} | {targets[name]} |")

@@ -298,4 +298,9 @@ def test_fastpath_runs_end_to_end_below_one_burst() -> None:
     assert proc.returncode == 0, proc.stderr
     ratio = re.search(r"\| bursts arenas/glibc \| (\d+\.\d+) \|", proc.stdout)
     assert ratio and float(ratio.group(1)) > 0, proc.stdout
-    assert "| peak footprint / peak live |" in proc.stdout
+    ours = re.search(r"\| peak footprint / peak live \| (\d+\.\d+) \|", proc.stdout)
+    theirs = re.search(r"glibc on the same churn .*: ratio (\d+\.\d+)", proc.stdout)
+    relative = re.search(r"\| footprint ratio arenas/glibc \| (\d+\.\d+) \|", proc.stdout)
+    assert ours and theirs and relative, proc.stdout
+    expected = float(ours.group(1)) / float(theirs.group(1))
+    assert abs(float(relative.group(1)) - expected) < 0.01, proc.stdout
