@@ -1,6 +1,6 @@
 """The fast-path benchmark: how close a pure-Python allocator gets to a native call.
 
-Five measurements, all taken in one run, so the figures that matter are ratios
+Six measurements, all taken in one run, so the figures that matter are ratios
 between allocators measured side by side on the same (shared, noisy) machine:
 
 1. **pairs**: one thread, ``free(malloc(n))`` with n drawn from 16..1024;
@@ -9,9 +9,12 @@ between allocators measured side by side on the same (shared, noisy) machine:
 3. **bursts**: one thread allocates 10,000 blocks, then frees them all in
    random order, and again: the refill and flush paths, where new slabs are
    carved and emptied ones released (no target; it guards their speed);
-4. **threads**: the churn loop in 8 threads at once, aggregate throughput
+4. **handoff**: bursts of 1,000 blocks, each burst freed either by the
+   thread that allocated it (*batches*) or by a second thread it is handed
+   to (*handoff*), so that every free is a cross-thread free;
+5. **threads**: the churn loop in 8 threads at once, aggregate throughput
    against the same total work in 1 thread;
-5. **memory**: on the churn loop, the allocator's peak footprint divided by
+6. **memory**: on the churn loop, the allocator's peak footprint divided by
    the peak of live (requested) bytes.
 
 Competitors: ``arenas`` through its module-level int API, glibc's
@@ -29,6 +32,7 @@ import argparse
 import ctypes
 import json
 import os
+import queue
 import random
 import subprocess
 import sys
@@ -96,6 +100,7 @@ def churn_draws(steps: int, live: int, seed: int) -> tuple[list[int], list[int]]
 
 
 BURST = 10_000
+HANDOFF = 1_000
 
 
 def bursts(malloc: Malloc, free: Free, sizes: list[int], order: list[int]) -> float:
@@ -107,6 +112,32 @@ def bursts(malloc: Malloc, free: Free, sizes: list[int], order: list[int]) -> fl
         blocks = [malloc(size) for size in sizes[lo : lo + burst]]
         for i in order:
             free(blocks[i])
+    done = len(sizes) // burst * burst
+    return 2 * done / (time.perf_counter() - start)
+
+
+def handoff(malloc: Malloc, free: Free, sizes: list[int], order: list[int]) -> float:
+    """:func:`bursts`, but a second thread frees each burst; operations per second.
+
+    The allocating thread hands each burst over through a queue that holds
+    one burst at most, so the two threads take turns.  The clock stops when
+    the freeing thread has freed the last burst.
+    """
+    burst = len(order)
+    handed: queue.Queue[list[Any] | None] = queue.Queue(maxsize=1)
+
+    def free_all() -> None:
+        while (blocks := handed.get()) is not None:
+            for i in order:
+                free(blocks[i])
+
+    freer = threading.Thread(target=free_all)
+    freer.start()
+    start = time.perf_counter()
+    for lo in range(0, len(sizes) - burst + 1, burst):
+        handed.put([malloc(size) for size in sizes[lo : lo + burst]])
+    handed.put(None)
+    freer.join()
     done = len(sizes) // burst * burst
     return 2 * done / (time.perf_counter() - start)
 
@@ -137,6 +168,8 @@ class Result:
     pairs: dict[str, float]
     churn: dict[str, float]
     bursts: dict[str, float]
+    batches: dict[str, float]
+    handoff: dict[str, float]
     threads_1: float
     threads_8: float
     memory: Footprint
@@ -150,6 +183,8 @@ class Result:
             "churn arenas/mp-heap": c["arenas"] / c["mp-heap"],
             "churn arenas/glibc": c["arenas"] / c["glibc-ctypes"],
             "bursts arenas/glibc": self.bursts["arenas"] / self.bursts["glibc-ctypes"],
+            "batches arenas/glibc": self.batches["arenas"] / self.batches["glibc-ctypes"],
+            "handoff arenas/glibc": self.handoff["arenas"] / self.handoff["glibc-ctypes"],
             "8 threads / 1 thread": self.threads_8 / self.threads_1,
             "peak footprint / peak live": self.memory.ratio,
             "footprint ratio arenas/glibc": self.memory.ratio / self.glibc_footprint_ratio,
@@ -343,8 +378,12 @@ def run(n: int, rounds: int, seed: int, progress: bool = True) -> Result:
     best_pairs: dict[str, float] = {}
     best_churn: dict[str, float] = {}
     best_bursts: dict[str, float] = {}
+    best_batches: dict[str, float] = {}
+    best_handoff: dict[str, float] = {}
     order = list(range(min(BURST, n)))  # (-n below BURST: one burst of n blocks)
     random.Random(seed).shuffle(order)
+    batch_order = list(range(HANDOFF))
+    random.Random(seed).shuffle(batch_order)
     arenas.free(arenas.malloc(1))  # attach this thread before timing
     for r in range(rounds):
         for name, make in COMPETITORS.items():
@@ -356,6 +395,12 @@ def run(n: int, rounds: int, seed: int, progress: bool = True) -> Result:
                 best_churn.get(name, 0.0), churn(malloc, free, sizes, slots, 1000)
             )
             best_bursts[name] = max(best_bursts.get(name, 0.0), bursts(malloc, free, sizes, order))
+            best_batches[name] = max(
+                best_batches.get(name, 0.0), bursts(malloc, free, sizes, batch_order)
+            )
+            best_handoff[name] = max(
+                best_handoff.get(name, 0.0), handoff(malloc, free, sizes, batch_order)
+            )
     t1 = t8 = 0.0
     for _ in range(rounds):  # interleaved, so that a busy spell of the machine hits both
         t1 = max(t1, thread_scaling(1, n, 1000, seed))
@@ -364,7 +409,9 @@ def run(n: int, rounds: int, seed: int, progress: bool = True) -> Result:
     glibc_ratio = glibc_footprint_ratio(n, 1000, seed)
     if progress:
         print("\r" + " " * 40 + "\r", end="", file=sys.stderr)
-    return Result(best_pairs, best_churn, best_bursts, t1, t8, memory, glibc_ratio)
+    return Result(
+        best_pairs, best_churn, best_bursts, best_batches, best_handoff, t1, t8, memory, glibc_ratio
+    )
 
 
 def memory_report(memory: Footprint, glibc_ratio: float) -> list[str]:
@@ -385,6 +432,8 @@ def report(result: Result) -> str:
         ("pairs/s", result.pairs),
         ("churn steps/s", result.churn),
         ("burst operations/s", result.bursts),
+        ("batch operations/s, freed by the same thread", result.batches),
+        ("batch operations/s, freed by another thread", result.handoff),
     )
     for label, figures in rows:
         lines.append(f"| {label} | " + " | ".join(f"{figures[n]:,.0f}" for n in COMPETITORS) + " |")
@@ -401,6 +450,8 @@ def report(result: Result) -> str:
         "churn arenas/mp-heap": ">= 8",
         "churn arenas/glibc": ">= 1.0",
         "bursts arenas/glibc": "-",
+        "batches arenas/glibc": "-",
+        "handoff arenas/glibc": "-",
         "8 threads / 1 thread": ">= 0.9",
         "peak footprint / peak live": "<= 1.25",
         "footprint ratio arenas/glibc": "-",

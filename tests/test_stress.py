@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 from stress.adapters import ADAPTERS, BytearrayAdapter, make_adapter
-from stress.fastpath import churn_draws
+from stress.fastpath import churn_draws, handoff
 from stress.slabmodel import bounds, simulate
 from stress.trace import Event, TraceError, drive, parse, replay, synthesize
 from stress.workloads import WORKLOADS, BlockDamaged, run_workload
@@ -304,3 +305,24 @@ def test_fastpath_runs_end_to_end_below_one_burst() -> None:
     assert ours and theirs and relative, proc.stdout
     expected = float(ours.group(1)) / float(theirs.group(1))
     assert abs(float(relative.group(1)) - expected) < 0.01, proc.stdout
+
+
+def test_handoff_frees_every_block_once_in_another_thread() -> None:
+    allocated: list[int] = []
+    freed: list[tuple[int, int]] = []  # (block, freeing thread)
+    here = threading.get_ident()
+
+    def malloc(size: int) -> int:
+        allocated.append(size)
+        return len(allocated)
+
+    def free(block: int) -> None:
+        freed.append((block, threading.get_ident()))
+
+    sizes = list(range(16, 16 + 2500))  # two whole bursts of 1,000; the rest is dropped
+    order = [3, 0, 2, 1, *range(4, 1000)]
+    assert handoff(malloc, free, sizes, order) > 0
+    assert allocated == sizes[:2000]
+    assert sorted(block for block, _ in freed) == list(range(1, 2001))
+    assert [block for block, _ in freed[:4]] == [4, 1, 3, 2]  # in the given order
+    assert here not in {thread for _, thread in freed}
