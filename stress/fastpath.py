@@ -103,41 +103,37 @@ BURST = 10_000
 HANDOFF = 1_000
 
 
-def bursts(malloc: Malloc, free: Free, sizes: list[int], order: list[int]) -> float:
+def bursts(
+    malloc: Malloc, free: Free, sizes: list[int], order: list[int], handoff: bool = False
+) -> float:
     """Allocate ``len(order)`` blocks, free them in ``order`` (a permutation), repeat;
-    operations per second."""
-    burst = len(order)
-    start = time.perf_counter()
-    for lo in range(0, len(sizes) - burst + 1, burst):
-        blocks = [malloc(size) for size in sizes[lo : lo + burst]]
-        for i in order:
-            free(blocks[i])
-    done = len(sizes) // burst * burst
-    return 2 * done / (time.perf_counter() - start)
+    operations per second.
 
-
-def handoff(malloc: Malloc, free: Free, sizes: list[int], order: list[int]) -> float:
-    """:func:`bursts`, but a second thread frees each burst; operations per second.
-
-    The allocating thread hands each burst over through a queue that holds
-    one burst at most, so the two threads take turns.  The clock stops when
-    the freeing thread has freed the last burst.
+    With ``handoff`` a second thread frees each burst: the allocating thread
+    hands it over through a queue that holds one burst at most, so the two
+    threads take turns, and the clock stops when the last burst is freed.
     """
     burst = len(order)
-    handed: queue.Queue[list[Any] | None] = queue.Queue(maxsize=1)
 
-    def free_all() -> None:
+    def free_burst(blocks: list[Any]) -> None:
+        for i in order:
+            free(blocks[i])
+
+    def free_handed() -> None:
         while (blocks := handed.get()) is not None:
-            for i in order:
-                free(blocks[i])
+            free_burst(blocks)
 
-    freer = threading.Thread(target=free_all)
-    freer.start()
+    handed: queue.Queue[list[Any] | None] = queue.Queue(maxsize=1)
+    freer = threading.Thread(target=free_handed)
+    dispose: Callable[[list[Any]], None] = handed.put if handoff else free_burst
+    if handoff:
+        freer.start()
     start = time.perf_counter()
     for lo in range(0, len(sizes) - burst + 1, burst):
-        handed.put([malloc(size) for size in sizes[lo : lo + burst]])
-    handed.put(None)
-    freer.join()
+        dispose([malloc(size) for size in sizes[lo : lo + burst]])
+    if handoff:
+        handed.put(None)
+        freer.join()
     done = len(sizes) // burst * burst
     return 2 * done / (time.perf_counter() - start)
 
@@ -399,7 +395,7 @@ def run(n: int, rounds: int, seed: int, progress: bool = True) -> Result:
                 best_batches.get(name, 0.0), bursts(malloc, free, sizes, batch_order)
             )
             best_handoff[name] = max(
-                best_handoff.get(name, 0.0), handoff(malloc, free, sizes, batch_order)
+                best_handoff.get(name, 0.0), bursts(malloc, free, sizes, batch_order, handoff=True)
             )
     t1 = t8 = 0.0
     for _ in range(rounds):  # interleaved, so that a busy spell of the machine hits both

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from stress.adapters import ADAPTERS, BytearrayAdapter, make_adapter
-from stress.fastpath import churn_draws, handoff
+from stress.fastpath import bursts, churn_draws
 from stress.slabmodel import bounds, simulate
 from stress.trace import Event, TraceError, drive, parse, replay, synthesize
 from stress.workloads import WORKLOADS, BlockDamaged, run_workload
@@ -321,7 +321,7 @@ def test_handoff_frees_every_block_once_in_another_thread() -> None:
 
     sizes = list(range(16, 16 + 2500))  # two whole bursts of 1,000; the rest is dropped
     order = [3, 0, 2, 1, *range(4, 1000)]
-    assert handoff(malloc, free, sizes, order) > 0
+    assert bursts(malloc, free, sizes, order, handoff=True) > 0
     assert allocated == sizes[:2000]
     assert sorted(block for block, _ in freed) == list(range(1, 2001))
     assert [block for block, _ in freed[:4]] == [4, 1, 3, 2]  # in the given order
