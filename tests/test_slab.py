@@ -6,8 +6,9 @@ import ctypes
 import itertools
 import queue
 import random
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 from helpers import assert_disjoint, run_threads
@@ -235,6 +236,64 @@ def test_double_free_in_another_threads_cache_is_caught() -> None:
         addr = alloc.malloc(24)
         run_thread(lambda: alloc.free(addr))
         with pytest.raises(DoubleFree):
+            alloc.free(addr)
+        alloc.check()
+
+
+@pytest.fixture
+def switch_often() -> Iterator[None]:
+    """Let the interpreter switch threads every few bytecodes, so that races happen."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(before)
+
+
+@pytest.mark.parametrize("tcache_count", [0, 32])
+@pytest.mark.usefixtures("switch_often")
+def test_of_two_threads_freeing_a_block_at_once_exactly_one_wins(tcache_count: int) -> None:
+    # Every block is freed by two threads at the same moment.  No thread
+    # allocates while the frees race, so a loser can only meet the block it
+    # raced for, never a block reused by someone else.
+    n_threads, per, rounds = 16, 40, 4
+    sizes = (16, 24, 200, 1000, 5000, 70_000, 300_000)  # slabs, chunks, a mapping
+    wins = [0] * n_threads
+    losses = [0] * n_threads
+    kept: dict[int, bytes] = {}
+    published: list[list[int]] = [[] for _ in range(n_threads)]
+    barrier = threading.Barrier(n_threads)
+    with Allocator(tcache_count=tcache_count, arena_max=4) as alloc:
+
+        def work(k: int) -> None:
+            try:
+                race(k)
+            except BaseException:
+                barrier.abort()  # the others fail at once rather than wait forever
+                raise
+
+        def race(k: int) -> None:
+            rng = random.Random(k)
+            for r in range(rounds):
+                published[k] = [alloc.malloc(rng.choice(sizes)) for _ in range(per)]
+                pattern = bytes([k, r]) * 50
+                addr = alloc.malloc(len(pattern))
+                alloc.view(addr)[: len(pattern)] = pattern
+                kept[addr] = pattern
+                barrier.wait()
+                for blocks in (published[k], published[(k + 1) % n_threads]):
+                    for addr in blocks:
+                        try:
+                            alloc.free(addr)
+                            wins[k] += 1
+                        except (DoubleFree, InvalidPointer):
+                            losses[k] += 1
+                barrier.wait()
+
+        run_threads(n_threads, work)
+        assert sum(wins) == sum(losses) == n_threads * per * rounds
+        assert_disjoint(alloc, kept)
+        alloc.check()
+        for addr in kept:
             alloc.free(addr)
         alloc.check()
 
