@@ -771,6 +771,8 @@ class Allocator:
                 raise HeapCorruption(f"{where} is missing from the slab table")
             if arena.in_use.get(base + CHUNK_HDR_SZ) != CLASS_SLAB_BYTES[slab.cls]:
                 raise HeapCorruption(f"{where} is not an in-use chunk of its class's length")
+            if slab.heap is not arena.heap_of(base):
+                raise HeapCorruption(f"{where} records a heap that does not hold it")
             untouched = (slab.end - slab.bump) // slab.size
             if slab.nfree != len(slab.free) + untouched or len(set(slab.free)) != len(slab.free):
                 raise HeapCorruption(f"{where}: free count disagrees with its free list")

@@ -265,8 +265,9 @@ def _new_slabs(
     mems = arena.alloc_slab_chunks(CLASS_SLAB_BYTES[cls], count, top, grow)
     if not mems:
         return []
-    heap = arena.heap_of(mems[0])
-    new = [Slab(arena, heap, mem - CHUNK_HDR_SZ, cls) for mem in mems]
+    # One run of slabs may come from free chunks in several of the arena's heaps.
+    heap_of = arena.heap_of
+    new = [Slab(arena, heap_of(mem), mem - CHUNK_HDR_SZ, cls) for mem in mems]
     slabs = arena.slabs
     for slab in new:
         slabs[slab.base] = slab

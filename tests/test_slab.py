@@ -22,6 +22,7 @@ from arenas.slab import (
     CLASS_WINDOWS,
     NCLASSES,
     SLAB_MAX,
+    take_blocks,
 )
 
 
@@ -384,6 +385,79 @@ def test_slab_chunks_fill_a_hole_then_come_from_the_top_in_one_go() -> None:
             assert arena.alloc_slab_chunks(length, 2, top=False, grow=False) == [again[0]]
             for mem in [*again, *fence, first[2]]:
                 arena.release_internal(arena.heap, mem)
+        alloc.check()
+
+
+def test_slabs_carved_in_one_go_from_holes_in_two_heaps_know_their_own_heap() -> None:
+    # A non-main arena that has grown a second heap holds free chunks in
+    # both; one refill can carve slabs from each, and every slab must record
+    # the heap it lies in (its release merges it with that heap's chunks).
+    with Allocator(arena_max=2, heap_max_size=1 << 20, tcache_count=0) as alloc:
+        alloc.free(alloc.malloc(1))  # this thread takes the main arena
+        cls = CLASS_OF[16384]
+        length = CLASS_SLAB_BYTES[cls]  # one slab per 70,000-byte hole, not two
+        assert length <= 70_016 < 2 * length
+
+        def carve() -> None:
+            chunks = [alloc.malloc(70_000)]
+            arena = alloc._registry.arenas[alloc.thread_arena()]
+            while arena.heap.prev is None:
+                chunks.append(alloc.malloc(70_000))
+            chunks += [alloc.malloc(70_000) for _ in range(2)]
+            first_heap = arena.heap.prev
+            holes = [
+                next(c for c in chunks[1:] if arena.heap_of(c) is first_heap),
+                chunks[-2],  # in the new heap, fenced from its top by chunks[-1]
+            ]
+            for hole in holes:
+                alloc.free(hole)
+            with arena.lock:
+                blocks = take_blocks(arena, cls, 2 * CLASS_BLOCKS[cls], alloc._slab_table)
+            alloc.check(quiet=False)  # (the blocks are neither live nor cached yet)
+            slabs = {alloc._slab_table.owners([b], cls)[0] for b in blocks}
+            assert {arena.heap_of(slab.base) for slab in slabs} == {first_heap, arena.heap}
+            for slab in slabs:
+                assert slab.heap is arena.heap_of(slab.base)
+            alloc._live.update(dict.fromkeys(blocks, cls))  # handed out, as a refill does
+            for addr in blocks + [c for c in chunks if c not in holes]:
+                alloc.free(addr)
+            alloc.check()
+
+        run_thread(carve)
+        alloc.check()
+
+
+def test_threads_mixing_slabs_and_chunks_in_chained_heaps_keep_every_byte() -> None:
+    # Small heaps, so each arena chains several; big-class slabs (3 blocks)
+    # and heap chunks interleave in them, and refills carve slabs from the
+    # holes that freed chunks leave in any heap.
+    sizes = (1000, 5000, 20_000, 70_000)
+    with Allocator(arena_max=4, heap_max_size=1 << 20, tcache_count=8) as alloc:
+        kept: dict[int, bytes] = {}
+
+        def work(k: int) -> None:
+            rng = random.Random(k)
+            mine: dict[int, bytes] = {}
+            for step in range(1500):
+                if rng.random() < 0.55 or not mine:
+                    size = rng.choice(sizes)
+                    addr = alloc.malloc(size)
+                    pattern = bytes([k, step % 251]) * (size // 2)
+                    alloc.view(addr, size)[:] = pattern
+                    mine[addr] = pattern
+                else:
+                    addr = rng.choice(list(mine))
+                    pattern = mine.pop(addr)
+                    assert alloc.view(addr, len(pattern)) == pattern, f"{addr:#x} damaged"
+                    alloc.free(addr)
+            kept.update(mine)
+
+        run_threads(8, work)
+        assert_disjoint(alloc, kept)
+        assert max(len(arena.heaps) for arena in alloc._registry.arenas) > 1
+        alloc.check()
+        for addr in kept:
+            alloc.free(addr)
         alloc.check()
 
 

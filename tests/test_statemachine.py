@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import threading
 from typing import Any, ClassVar
 
 import pytest
@@ -42,7 +43,7 @@ class AllocatorModel(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.alloc = Allocator(mmap_threshold=64 << 10, **self.tunables)
+        self.alloc = Allocator(**{"mmap_threshold": 64 << 10, **self.tunables})
         self.model: dict[int, bytes] = {}
         self.counter = itertools.count(1)
 
@@ -60,6 +61,9 @@ class AllocatorModel(RuleBasedStateMachine):
 
     @rule(target=blocks, size=SIZES)
     def malloc(self, size: int) -> int:
+        return self._malloc(size)
+
+    def _malloc(self, size: int) -> int:
         addr = self.alloc.malloc(size)
         assert self.alloc.usable_size(addr) >= size
         return self._fill(addr, size)
@@ -125,13 +129,46 @@ class WithoutCache(AllocatorModel):
 
 
 class TinyHeaps(AllocatorModel):
-    """Small aligned heaps, so that arenas chain several heaps (non-main arena)."""
+    """A non-main arena with small aligned heaps, so that it chains several heaps.
+
+    A parked thread takes the main arena first, so the test's thread gets a
+    non-main arena of its own.  Requests up to 256 KiB are heap chunks here,
+    and an extra rule asks for big ones, so that a 1 MiB heap fills up.
+    Refills of up to 5 blocks carve several slabs at once in the big classes
+    (2 or 3 blocks a slab), so one refill can take slabs from free chunks in
+    different heaps.
+    """
 
     tunables: ClassVar[dict[str, Any]] = {
-        "tcache_count": 2,
+        "tcache_count": 8,
         "heap_max_size": 1 << 20,
-        "arena_max": 1,
+        "arena_max": 2,
+        "mmap_threshold": 256 << 10,  # the biggest requests fill heaps, too
     }
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        attached = threading.Event()
+
+        def hold_the_main_arena() -> None:
+            self.alloc.free(self.alloc.malloc(1))
+            attached.set()
+            self.release.wait()
+
+        self.holder = threading.Thread(target=hold_the_main_arena)
+        self.holder.start()
+        attached.wait()
+        assert self.alloc.thread_arena() != 0
+
+    @rule(target=AllocatorModel.blocks, size=st.integers(100_000, 250_000))
+    def malloc_big_chunk(self, size: int) -> int:
+        return self._malloc(size)
+
+    def teardown(self) -> None:
+        self.release.set()
+        self.holder.join()
+        super().teardown()
 
 
 FAST = settings(max_examples=25, stateful_step_count=30, deadline=None)
