@@ -9,16 +9,24 @@ import queue
 import random
 import threading
 import time
+from typing import Any
 
 import pytest
 from helpers import assert_disjoint, run_threads
 
 from arenas import Allocator, OutOfMemory
 
+SMALL_HEAPS = {"heap_max_size": 1 << 20, "top_pad": 0, "tcache_count": 8}
 
-@pytest.mark.parametrize(("threads", "arena_max"), [(16, 4), (32, 8), (24, 64)])
-def test_many_threads_with_handoff(threads: int, arena_max: int) -> None:
-    with Allocator(arena_max=arena_max) as alloc:
+
+@pytest.mark.parametrize(
+    ("threads", "arena_max", "tunables"),
+    [(16, 4, {}), (32, 8, {}), (24, 64, {}), (16, 3, SMALL_HEAPS)],
+)
+def test_many_threads_with_handoff(threads: int, arena_max: int, tunables: dict[str, Any]) -> None:
+    # With SMALL_HEAPS the arenas chain and trim several 1 MiB heaps, and
+    # refills carve slabs from holes that freed chunks leave in any of them.
+    with Allocator(arena_max=arena_max, **tunables) as alloc:
         handoff: queue.Queue[tuple[int, bytes]] = queue.Queue()
         survivors: dict[int, bytes] = {}
         arenas_used: set[int | None] = set()
@@ -33,12 +41,20 @@ def test_many_threads_with_handoff(threads: int, arena_max: int) -> None:
                 r = rng.random()
                 if r < 0.45 or not live:
                     size = rng.choice([rng.randint(0, 300), rng.randint(0, 9000), 70_000])
-                    addr = alloc.malloc(size)
+                    if r < 0.04:
+                        addr = alloc.memalign(rng.choice([64, 4096]), size)
+                    elif r < 0.08:
+                        addr = alloc.calloc(1, size)
+                        assert ctypes.string_at(addr, size) == bytes(size)
+                    else:
+                        addr = alloc.malloc(size)
                     pattern = bytes([rng.randrange(256)]) * size
                     ctypes.memmove(addr, pattern, size)
                     live[addr] = pattern
                     with lock:
                         arenas_used.add(alloc.arena_for(addr))
+                elif r < 0.46:
+                    alloc.trim()
                 elif r < 0.6:
                     addr = rng.choice(list(live))
                     pattern = live.pop(addr)
@@ -75,6 +91,8 @@ def test_many_threads_with_handoff(threads: int, arena_max: int) -> None:
         registry = alloc._registry
         assert len(arenas_used - {None}) > 1
         assert registry.max_arenas_seen <= arena_max
+        if tunables:
+            assert max(len(arena.heaps) for arena in registry.arenas) > 1
         assert len(alloc.stats().arenas) <= arena_max
         for addr in survivors:
             alloc.free(addr)

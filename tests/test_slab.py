@@ -427,40 +427,6 @@ def test_slabs_carved_in_one_go_from_holes_in_two_heaps_know_their_own_heap() ->
         alloc.check()
 
 
-def test_threads_mixing_slabs_and_chunks_in_chained_heaps_keep_every_byte() -> None:
-    # Small heaps, so each arena chains several; big-class slabs (3 blocks)
-    # and heap chunks interleave in them, and refills carve slabs from the
-    # holes that freed chunks leave in any heap.
-    sizes = (1000, 5000, 20_000, 70_000)
-    with Allocator(arena_max=4, heap_max_size=1 << 20, tcache_count=8) as alloc:
-        kept: dict[int, bytes] = {}
-
-        def work(k: int) -> None:
-            rng = random.Random(k)
-            mine: dict[int, bytes] = {}
-            for step in range(1500):
-                if rng.random() < 0.55 or not mine:
-                    size = rng.choice(sizes)
-                    addr = alloc.malloc(size)
-                    pattern = bytes([k, step % 251]) * (size // 2)
-                    alloc.view(addr, size)[:] = pattern
-                    mine[addr] = pattern
-                else:
-                    addr = rng.choice(list(mine))
-                    pattern = mine.pop(addr)
-                    assert alloc.view(addr, len(pattern)) == pattern, f"{addr:#x} damaged"
-                    alloc.free(addr)
-            kept.update(mine)
-
-        run_threads(8, work)
-        assert_disjoint(alloc, kept)
-        assert max(len(arena.heaps) for arena in alloc._registry.arenas) > 1
-        alloc.check()
-        for addr in kept:
-            alloc.free(addr)
-        alloc.check()
-
-
 def test_slab_chunks_take_what_fits_under_a_cap() -> None:
     # A run too big for max_heap_bytes still gives slabs: the heap grows for
     # one when it cannot grow for all, until the cap itself is reached.
