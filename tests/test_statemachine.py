@@ -189,9 +189,14 @@ class WithoutCacheLong(WithoutCache):
     pass
 
 
+class TinyHeapsLong(TinyHeaps):
+    pass
+
+
 test_model_with_cache = as_test(WithCache, FAST)
 test_model_without_cache = as_test(WithoutCache, FAST)
 test_model_tiny_heaps = as_test(TinyHeaps, FAST)
 # opt-in: pytest -m stress
 test_model_with_cache_long = pytest.mark.stress(as_test(WithCacheLong, LONG))
 test_model_without_cache_long = pytest.mark.stress(as_test(WithoutCacheLong, LONG))
+test_model_tiny_heaps_long = pytest.mark.stress(as_test(TinyHeapsLong, LONG))
