@@ -745,8 +745,9 @@ class Allocator:
                 quiet = sum(a.attached_threads for a in arenas) <= 1
             if quiet:
                 self._check_slab_blocks(arenas)
-            if len(registry.arenas) > registry.arena_max:
-                raise HeapCorruption("more arenas than arena_max")
+            for arena, limit in zip(registry.arenas, registry.created_under, strict=True):
+                if arena.index >= limit:
+                    raise HeapCorruption(f"arena {arena.index} was made beyond arena_max={limit}")
             for arena in registry.arenas:
                 if arena.attached_threads < 0:
                     raise HeapCorruption(f"arena {arena.index} has negative attached threads")

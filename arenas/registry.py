@@ -54,7 +54,10 @@ class ArenaRegistry:
         # as glibc's main thread does.
         self.free_list: list[Arena] = [main]
         self.next_to_reuse = 0
-        self.max_arenas_seen = 1
+        # The limit in force when each arena was made.  mallopt may lower
+        # arena_max below the number of arenas later: like glibc, that stops
+        # new arenas but frees none, so check() tests each arena against this.
+        self.created_under: list[int] = [arena_max]
 
     @property
     def main(self) -> Arena:
@@ -97,7 +100,7 @@ class ArenaRegistry:
             if len(self.arenas) < self.arena_max:
                 arena = self._make_arena(len(self.arenas))
                 self.arenas.append(arena)
-                self.max_arenas_seen = max(self.max_arenas_seen, len(self.arenas))
+                self.created_under.append(self.arena_max)
                 return self._attach(arena, replaced)
         return self.reused_arena(avoid, replaced)
 

@@ -90,7 +90,6 @@ def test_many_threads_with_handoff(threads: int, arena_max: int, tunables: dict[
         alloc.check()
         registry = alloc._registry
         assert len(arenas_used - {None}) > 1
-        assert registry.max_arenas_seen <= arena_max
         if tunables:
             assert max(len(arena.heaps) for arena in registry.arenas) > 1
         assert len(alloc.stats().arenas) <= arena_max
@@ -136,12 +135,43 @@ def test_thread_exit_churn_never_passes_arena_max() -> None:
         run_threads(4, outer)
         after = alloc.stats()
         assert peak_arenas <= arena_max
-        assert alloc._registry.max_arenas_seen <= arena_max
+        assert len(alloc._registry.arenas) <= arena_max
         # every thread that ended was detached and its cache flushed
         assert sum(a.attached_threads for a in after.arenas) == 1  # this thread only
         assert after.tcache_blocks == baseline.tcache_blocks
         assert after.slab_blocks_live == baseline.slab_blocks_live
         assert after.hblks == 0
+        alloc.check()
+
+
+def test_lowering_arena_max_at_run_time_keeps_the_arenas_and_makes_no_more() -> None:
+    # As in glibc, mallopt(M_ARENA_MAX) limits the making of arenas; an arena,
+    # once made, lives as long as its allocator.
+    with Allocator(arena_max=8) as alloc:
+        alloc.free(alloc.malloc(1))  # this thread takes the main arena
+
+        def at_once(n: int) -> set[int]:
+            gate = threading.Barrier(n)
+            used: set[int] = set()
+
+            def work(_: int) -> None:
+                addr = alloc.malloc(100)
+                used.add(alloc.thread_arena())
+                gate.wait()  # all n threads are attached at the same time
+                alloc.free(addr)
+
+            run_threads(n, work)
+            return used
+
+        at_once(4)
+        assert len(alloc._registry.arenas) == 5
+        alloc.mallopt("arena_max", 2)
+        alloc.check()  # five arenas under a limit of two are not corruption
+        assert at_once(6) <= set(range(5))
+        assert len(alloc._registry.arenas) == 5
+        alloc.mallopt("arena_max", 7)
+        at_once(8)
+        assert len(alloc._registry.arenas) == 7
         alloc.check()
 
 
