@@ -435,10 +435,13 @@ class Allocator:
             if mem:
                 return mem
         cap = self._mp.max_heap_bytes
+        tried = f"arena {arena.index}"
+        if other is not arena:
+            tried += f" and arena {other.index}"
         raise self._oom(
             size,
-            f"cannot allocate {size} bytes: arena {arena.index} and arena {other.index}"
-            " cannot grow" + (f" (max_heap_bytes={cap})" if cap else ""),
+            f"cannot allocate {size} bytes: {tried} cannot grow"
+            + (f" (max_heap_bytes={cap})" if cap else ""),
         )
 
     def _size(self, size: object, what: str = "size") -> int:

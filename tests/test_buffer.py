@@ -51,6 +51,17 @@ def test_a_one_mib_buffer_fills_up_then_recovers(size: int) -> None:
         alloc.check()
 
 
+def test_a_full_buffer_names_its_one_arena_once() -> None:
+    with Allocator(buffer=bytearray(1 << 20)) as alloc:
+        blocks = fill_to_exhaustion(alloc, 70_000)
+        with pytest.raises(
+            OutOfMemory, match=r"^cannot allocate 70000 bytes: arena 0 cannot grow$"
+        ):
+            alloc.malloc(70_000)
+        for addr in blocks:
+            alloc.free(addr)
+
+
 def test_every_thread_allocates_from_the_buffer() -> None:
     buf = bytearray(4 << 20)
     lo, hi = buffer_range(buf)
