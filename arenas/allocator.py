@@ -32,7 +32,15 @@ from types import TracebackType
 from typing import Any, TextIO
 
 from .arena import Arena
-from .chunk import CHUNK_HDR_SZ, MALLOC_ALIGNMENT, MAX_REQUEST, SIZE_SZ, request2size
+from .chunk import (
+    CHUNK_HDR_SZ,
+    MALLOC_ALIGNMENT,
+    MAX_REQUEST,
+    SIZE_SZ,
+    calloc_request,
+    checked_request,
+    request2size,
+)
 from .debug import Debugger, Leak
 from .errors import AllocatorError, DoubleFree, HeapCorruption, InvalidPointer, OutOfMemory
 from .heap import Heap, HeapTable
@@ -57,17 +65,6 @@ from .tunables import DEFAULT_MMAP_THRESHOLD_MAX, Params, mallopt_name, validate
 __all__ = ["Allocator", "Block"]
 
 _memset = ctypes.memset
-
-
-def _bad_size(size: object, what: str = "size") -> int:
-    """The slow path of the size check: the right exception for a bad size."""
-    if isinstance(size, bool) or not isinstance(size, int):
-        raise TypeError(f"{what} must be an int, not {type(size).__name__}")
-    if size < 0:
-        raise ValueError(f"{what} must be >= 0, got {size}")
-    if size > MAX_REQUEST:
-        raise OutOfMemory(f"cannot allocate {size} bytes: larger than any request can be")
-    return int(size)
 
 
 def _bad_addr(addr: object) -> int:
@@ -261,6 +258,7 @@ class Allocator:
                 Allocator.malloc.__get__(self),
                 Allocator.free.__get__(self),
                 Allocator.memalign.__get__(self),
+                on_oom=on_oom,
             )
         self._install_fast_paths()
         _live_allocators.add(self)
@@ -446,12 +444,7 @@ class Allocator:
 
     def _size(self, size: object, what: str = "size") -> int:
         """Check a size argument; an impossible size tells ``on_oom`` too."""
-        try:
-            return _bad_size(size, what)
-        except OutOfMemory:
-            if self._on_oom is not None and isinstance(size, int):
-                self._on_oom(size)
-            raise
+        return checked_request(size, what, self._on_oom)
 
     def _oom(self, size: int, message: str) -> OutOfMemory:
         """The ``OutOfMemory`` to raise, after telling ``on_oom`` (balloc's memNotifier)."""
@@ -461,11 +454,7 @@ class Allocator:
 
     def calloc(self, n: int, size: int) -> int:
         """Allocate ``n * size`` zeroed bytes; an overflowing product raises ``OutOfMemory``."""
-        n = self._size(n, "n")
-        size = self._size(size)
-        total = n * size
-        if total > MAX_REQUEST:
-            raise self._oom(total, f"calloc({n}, {size}): the product overflows")
+        total = calloc_request(n, size, self._on_oom)
         mem = Allocator.malloc(self, total)  # never perturbed, as in glibc
         if mem not in self._mmapped.chunks:  # fresh mappings are already zero
             _memset(mem, 0, self.usable_size(mem))

@@ -22,10 +22,16 @@ word are free for flags: ``PREV_INUSE`` (P, the chunk before is in use),
 is ``chunk + 16``; an in-use chunk can hold ``size - 8`` user bytes because it
 borrows the next chunk's ``prev_size``.
 
-This module is pure arithmetic: it owns no state and needs no lock.
+This module is pure arithmetic: it owns no state and needs no lock.  It
+also checks requests, so that every entry point (the allocator, the
+debugging wrapper, replaceable functions) refuses a bad size the same way.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+
+from .errors import OutOfMemory
 
 __all__ = [
     "CHUNK_HDR_SZ",
@@ -39,6 +45,8 @@ __all__ = [
     "PREV_INUSE",
     "SIZE_BITS",
     "SIZE_SZ",
+    "calloc_request",
+    "checked_request",
     "chunk2mem",
     "mem2chunk",
     "request2size",
@@ -58,6 +66,37 @@ SIZE_BITS = ~FLAG_BITS & 0xFFFF_FFFF_FFFF_FFFF
 
 # glibc refuses requests whose padded size would not fit in a ptrdiff_t.
 MAX_REQUEST = (1 << 63) - 1 - 2 * MINSIZE
+
+
+def checked_request(
+    size: object, what: str = "size", on_oom: Callable[[int], object] | None = None
+) -> int:
+    """``size`` as a request: an int (not a bool) from 0 to ``MAX_REQUEST``.
+
+    Otherwise ``TypeError``, ``ValueError`` or ``OutOfMemory``, each naming
+    ``what``; ``on_oom(size)`` hears of an impossible size first.
+    """
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise TypeError(f"{what} must be an int, not {type(size).__name__}")
+    if size < 0:
+        raise ValueError(f"{what} must be >= 0, got {size}")
+    if size > MAX_REQUEST:
+        if on_oom is not None:
+            on_oom(size)
+        raise OutOfMemory(f"cannot allocate {size} bytes: larger than any request can be")
+    return int(size)
+
+
+def calloc_request(n: object, size: object, on_oom: Callable[[int], object] | None = None) -> int:
+    """The bytes ``calloc(n, size)`` asks for, both checked; a product too big is OutOfMemory."""
+    n = checked_request(n, "n", on_oom)
+    size = checked_request(size, "size", on_oom)
+    total = n * size
+    if total > MAX_REQUEST:
+        if on_oom is not None:
+            on_oom(total)
+        raise OutOfMemory(f"calloc({n}, {size}): the product overflows")
+    return total
 
 
 def request2size(req: int) -> int:

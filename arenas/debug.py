@@ -32,6 +32,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .chunk import calloc_request, checked_request
 from .errors import DoubleFree, HeapCorruption, InvalidPointer
 
 __all__ = ["Debugger", "Leak"]
@@ -77,6 +78,7 @@ class Debugger:
         fill_new: int = FILL_NEW,
         fill_free: int = FILL_FREE,
         guard: int = 16,
+        on_oom: Callable[[int], object] | None = None,
     ) -> None:
         for name, value in (("fill_new", fill_new), ("fill_free", fill_free)):
             if not 0 <= value <= 255:
@@ -86,6 +88,7 @@ class Debugger:
         self._malloc = malloc
         self._free = free
         self._memalign = memalign
+        self._on_oom = on_oom  # told of sizes refused before the inner malloc sees them
         self.fill_new = fill_new
         self.fill_free = fill_free
         self.guard = guard
@@ -96,21 +99,23 @@ class Debugger:
 
     # ----------------------------------------------------------- allocate
     def malloc(self, size: int) -> int:
-        if size.__class__ is not int or size < 0:
-            raise TypeError(f"size must be a non-negative int, got {size!r}")
+        size = checked_request(size, "size", self._on_oom)
         raw = self._malloc(size + HEADER + self.guard)
         return self._dress(raw, HEADER, size)
 
     def memalign(self, alignment: int, size: int) -> int:
         if self._memalign is None:
             raise NotImplementedError("the wrapped allocator has no memalign")
+        alignment = checked_request(alignment, "alignment", self._on_oom)
+        size = checked_request(size, "size", self._on_oom)
         prefix = max(HEADER, alignment)
         raw = self._memalign(alignment, size + prefix + self.guard)
         return self._dress(raw, prefix, size)
 
     def calloc(self, n: int, size: int) -> int:
-        addr = self.malloc(n * size)
-        ctypes.memset(addr, 0, n * size)
+        total = calloc_request(n, size, self._on_oom)
+        addr = self.malloc(total)
+        ctypes.memset(addr, 0, total)
         return addr
 
     def _dress(self, raw: int, prefix: int, size: int) -> int:

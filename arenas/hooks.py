@@ -40,9 +40,9 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
-from .chunk import MAX_REQUEST
+from .chunk import calloc_request
 from .debug import Debugger
-from .errors import InvalidPointer, OutOfMemory
+from .errors import InvalidPointer
 
 if TYPE_CHECKING:
     from .allocator import Allocator
@@ -233,14 +233,7 @@ def _maybe_unbind() -> None:
 def _calloc(n: int, size: int) -> int:
     if _current is None:
         return _default().calloc(n, size)
-    for name, value in (("n", n), ("size", size)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-        if value < 0:
-            raise ValueError(f"{name} must be >= 0, got {value}")
-    total = n * size
-    if total > MAX_REQUEST:
-        raise OutOfMemory(f"calloc({n}, {size}): the product overflows")
+    total = calloc_request(n, size)
     addr = _malloc(total)
     if addr:
         ctypes.memset(addr, 0, total)

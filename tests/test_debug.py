@@ -7,13 +7,49 @@ import threading
 
 import pytest
 
-from arenas import Allocator, AllocatorError, DoubleFree, HeapCorruption, InvalidPointer
+from arenas import (
+    Allocator,
+    AllocatorError,
+    DoubleFree,
+    HeapCorruption,
+    InvalidPointer,
+    OutOfMemory,
+)
 from arenas.debug import FILL_FREE, FILL_NEW, HEADER, Debugger
 
 
 @pytest.fixture
 def alloc() -> Allocator:
     return Allocator(debug=True)
+
+
+BAD_REQUESTS = [
+    ("malloc", (-1,), ValueError, "size must be >= 0"),
+    ("malloc", (True,), TypeError, "size must be an int, not bool"),
+    ("malloc", (1 << 64,), OutOfMemory, "larger than any request"),
+    ("calloc", (-1, -1), ValueError, "n must be >= 0"),
+    ("calloc", (True, 8), TypeError, "n must be an int, not bool"),
+    ("calloc", (8, 1.0), TypeError, "size must be an int, not float"),
+    ("calloc", (1 << 40, 1 << 40), OutOfMemory, "the product overflows"),
+    ("memalign", (64, -1), ValueError, "size must be >= 0"),
+    ("memalign", ("64", 8), TypeError, "alignment must be an int, not str"),
+]
+
+
+@pytest.mark.parametrize("debug", [False, True])
+@pytest.mark.parametrize(("call", "args", "error", "needle"), BAD_REQUESTS)
+def test_debugging_refuses_bad_requests_as_the_allocator_does(
+    debug: bool, call: str, args: tuple[object, ...], error: type[Exception], needle: str
+) -> None:
+    # One check (arenas.chunk.checked_request) serves both: the same
+    # exception, the same words, and on_oom told of an impossible size.
+    told: list[int] = []
+    with Allocator(debug=debug, on_oom=told.append) as alloc:
+        with pytest.raises(error, match=needle):
+            getattr(alloc, call)(*args)
+        assert bool(told) == (error is OutOfMemory)
+        assert alloc.stats().in_use_bytes == 0
+        alloc.check()
 
 
 def test_new_blocks_are_filled(alloc: Allocator) -> None:

@@ -75,6 +75,10 @@ def test_replacement_redirects_malloc_calloc_realloc_strdup_free() -> None:
     assert seen == ["malloc", "malloc", "malloc", "realloc", "free", "free", "free"]
     with pytest.raises(OutOfMemory, match="overflows"):
         arenas.calloc(2**40, 2**40)
+    with pytest.raises(ValueError, match="n must be >= 0"):
+        arenas.calloc(-1, -1)  # the product alone would pass
+    with pytest.raises(TypeError, match="size must be an int, not bool"):
+        arenas.calloc(8, True)
     with pytest.raises(TypeError):
         arenas.strdup("text")  # type: ignore[arg-type]
 
