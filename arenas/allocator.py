@@ -38,6 +38,7 @@ from .chunk import (
     MAX_REQUEST,
     SIZE_SZ,
     calloc_request,
+    checked_address,
     checked_request,
     request2size,
 )
@@ -65,12 +66,6 @@ from .tunables import DEFAULT_MMAP_THRESHOLD_MAX, Params, mallopt_name, validate
 __all__ = ["Allocator", "Block"]
 
 _memset = ctypes.memset
-
-
-def _bad_addr(addr: object) -> int:
-    if isinstance(addr, bool) or not isinstance(addr, int):
-        raise TypeError(f"address must be an int, not {type(addr).__name__}")
-    return int(addr)
 
 
 _tokens = itertools.count(1)
@@ -524,7 +519,7 @@ class Allocator:
         whichever thread allocated it, or home when the cache is full."""
         if addr.__class__ is not int:
             self._live[int(addr)] = cls
-            _bad_addr(addr)
+            checked_address(addr)
         try:
             cached = self._tls.tcache[cls]
         except AttributeError:
@@ -579,7 +574,7 @@ class Allocator:
         return DoubleFree(f"free(): double free detected: slab block {addr:#x} is already free")
 
     def _free_slow(self, addr: int) -> None:
-        addr = _bad_addr(addr)
+        addr = checked_address(addr)
         if addr == 0:
             return
         if self._main_lo <= addr < self._main_hi:
@@ -615,7 +610,7 @@ class Allocator:
         """
         if size.__class__ is not int or size < 0 or size > MAX_REQUEST:
             size = self._size(size)
-        addr = addr if addr.__class__ is int else _bad_addr(addr)
+        addr = addr if addr.__class__ is int else checked_address(addr)
         if addr == 0:
             return self.malloc(size)
         if size == 0:
@@ -657,6 +652,8 @@ class Allocator:
 
     def _locate(self, addr: int) -> tuple[Region, int]:
         """The region holding the live block ``addr`` and its usable size."""
+        if addr.__class__ is not int:
+            addr = checked_address(addr)
         cls = self._live.get(addr)
         if cls is not None:
             slab = self._slab_table.owners([addr], cls)[0]
@@ -669,12 +666,12 @@ class Allocator:
             return heap.region, size - SIZE_SZ
         region = self._mmapped.chunks.get(addr)
         if region is None:
-            raise self._foreign(_bad_addr(addr))
+            raise self._foreign(checked_address(addr))
         return region, self._mmapped.chunk_size(region, addr) - CHUNK_HDR_SZ
 
     def usable_size(self, addr: int) -> int:
         """How many bytes the block at ``addr`` can hold (glibc's ``malloc_usable_size``)."""
-        if addr == 0:
+        if checked_address(addr) == 0:
             return 0
         return self._locate(addr)[1]
 
@@ -1057,15 +1054,14 @@ class Allocator:
 
     def _debug_view(self, addr: int, size: int | None = None) -> memoryview:
         assert self._debugger is not None
-        usable = self._debugger.usable_size(addr)
+        record = self._debugger.record(checked_address(addr))  # one look: it may be freed next
+        usable = record.size
         if size is None:
             size = usable
         elif size.__class__ is not int or not 0 <= size <= usable:
             self._size(size)
             raise ValueError(f"view of {size} bytes exceeds block {addr:#x} ({usable} bytes)")
-        with self._debugger.lock:
-            raw = self._debugger.blocks[addr].raw
-        return self._locate(raw)[0].view(addr, size)
+        return self._locate(record.raw)[0].view(addr, size)
 
     def report_leaks(self) -> list[Leak]:
         """Live blocks with their sizes and allocating threads (needs ``debug=True``)."""

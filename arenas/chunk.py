@@ -46,6 +46,7 @@ __all__ = [
     "SIZE_BITS",
     "SIZE_SZ",
     "calloc_request",
+    "checked_address",
     "checked_request",
     "chunk2mem",
     "mem2chunk",
@@ -97,6 +98,13 @@ def calloc_request(n: object, size: object, on_oom: Callable[[int], object] | No
             on_oom(total)
         raise OutOfMemory(f"calloc({n}, {size}): the product overflows")
     return total
+
+
+def checked_address(addr: object) -> int:
+    """``addr`` as an address: an int (not a bool), or ``TypeError``."""
+    if isinstance(addr, bool) or not isinstance(addr, int):
+        raise TypeError(f"address must be an int, not {type(addr).__name__}")
+    return int(addr)
 
 
 def request2size(req: int) -> int:

@@ -32,7 +32,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .chunk import calloc_request, checked_request
+from .chunk import calloc_request, checked_address, checked_request
 from .errors import DoubleFree, HeapCorruption, InvalidPointer
 
 __all__ = ["Debugger", "Leak"]
@@ -133,7 +133,7 @@ class Debugger:
 
     # ---------------------------------------------------------------- free
     def free(self, addr: int) -> None:
-        user = addr
+        user = checked_address(addr)
         if not user:
             return
         with self.lock:
@@ -149,7 +149,8 @@ class Debugger:
         self._free(record.raw)
 
     def realloc(self, addr: int, size: int) -> int:
-        user = addr
+        user = checked_address(addr)
+        size = checked_request(size, "size", self._on_oom)
         if not user:
             return self.malloc(size)
         if size == 0:
@@ -179,12 +180,17 @@ class Debugger:
             raise HeapCorruption(f"guard bytes after {where} are overwritten: overrun")
 
     def usable_size(self, addr: int) -> int:
-        user = addr
+        if checked_address(addr) == 0:
+            return 0
+        return self.record(addr).size
+
+    def record(self, addr: int) -> _Record:
+        """The record of the live block ``addr``; ``InvalidPointer`` or ``DoubleFree`` if none."""
         with self.lock:
-            record = self.blocks.get(user)
-            if record is None:
-                raise self._not_live(user)
-            return record.size
+            record = self.blocks.get(addr)
+        if record is None:
+            raise self._not_live(addr)
+        return record
 
     def check(self) -> None:
         """Verify every live block's integrity word and guard bytes."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -49,6 +50,29 @@ def test_debugging_refuses_bad_requests_as_the_allocator_does(
             getattr(alloc, call)(*args)
         assert bool(told) == (error is OutOfMemory)
         assert alloc.stats().in_use_bytes == 0
+        alloc.check()
+
+
+@pytest.mark.parametrize("bad", [1.5, "8", None, True, False, b"x"])
+@pytest.mark.parametrize("debug", [False, True])
+def test_debugging_refuses_bad_addresses_as_the_allocator_does(debug: bool, bad: object) -> None:
+    # realloc(p, False) used to free p in debug mode, as realloc(p, 0) does.
+    with Allocator(debug=debug) as alloc:
+        own = alloc.malloc(40)
+        alloc.view(own, 40)[:] = b"k" * 40
+        calls: list[Callable[[], object]] = [
+            lambda: alloc.free(bad),  # type: ignore[arg-type]
+            lambda: alloc.realloc(bad, 10),  # type: ignore[arg-type]
+            lambda: alloc.realloc(own, bad),  # type: ignore[arg-type]
+            lambda: alloc.usable_size(bad),  # type: ignore[arg-type]
+            lambda: alloc.view(bad),  # type: ignore[arg-type]
+        ]
+        for call in calls:
+            with pytest.raises(TypeError, match="must be an int"):
+                call()
+        assert alloc.view(own, 40) == b"k" * 40  # untouched by all of that
+        alloc.free(own)
+        assert alloc.usable_size(0) == 0
         alloc.check()
 
 
