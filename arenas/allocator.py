@@ -40,6 +40,7 @@ from .chunk import (
     calloc_request,
     checked_address,
     checked_request,
+    checked_strdup,
     request2size,
 )
 from .debug import Debugger, Leak
@@ -482,9 +483,7 @@ class Allocator:
 
     def strdup(self, data: bytes | bytearray | memoryview) -> int:
         """A NUL-terminated copy of ``data`` (any bytes-like object)."""
-        if isinstance(data, str):
-            raise TypeError("strdup() needs bytes, not str: encode it first")
-        src = memoryview(data).cast("B")
+        src = checked_strdup(data)
         n = src.nbytes
         mem = self.malloc(n + 1)
         dst = self.view(mem, n + 1)

@@ -48,6 +48,7 @@ __all__ = [
     "calloc_request",
     "checked_address",
     "checked_request",
+    "checked_strdup",
     "chunk2mem",
     "mem2chunk",
     "request2size",
@@ -105,6 +106,16 @@ def checked_address(addr: object) -> int:
     if isinstance(addr, bool) or not isinstance(addr, int):
         raise TypeError(f"address must be an int, not {type(addr).__name__}")
     return int(addr)
+
+
+def checked_strdup(data: object) -> memoryview:
+    """The bytes ``strdup(data)`` copies: any bytes-like object, else ``TypeError``."""
+    if isinstance(data, str):
+        raise TypeError("strdup() needs bytes, not str: encode it first")
+    try:
+        return memoryview(data).cast("B")  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"strdup() needs a bytes-like object, not {type(data).__name__}") from None
 
 
 def request2size(req: int) -> int:

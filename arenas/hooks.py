@@ -40,7 +40,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
-from .chunk import calloc_request
+from .chunk import calloc_request, checked_address, checked_request, checked_strdup
 from .debug import Debugger
 from .errors import InvalidPointer
 
@@ -155,7 +155,7 @@ def _malloc(size: int) -> int:
     fns = _current
     if fns is None:
         return _default().malloc(size)
-    addr = fns.malloc_fn(size)
+    addr = fns.malloc_fn(checked_request(size))
     if addr:
         with _lock:
             fns.owned[addr] = None
@@ -163,7 +163,7 @@ def _malloc(size: int) -> int:
 
 
 def _free(addr: int) -> None:
-    if not addr:
+    if not checked_address(addr):
         return
     with _lock:
         owner = _owner_of(addr)
@@ -196,7 +196,8 @@ def _free(addr: int) -> None:
 
 def _realloc(addr: int, size: int) -> int:
     fns = _current
-    if not addr:
+    checked_request(size)  # refused before anything changes, whichever functions run
+    if not checked_address(addr):
         return _malloc(size)
     with _lock:
         owner = _owner_of(addr)
@@ -243,9 +244,7 @@ def _calloc(n: int, size: int) -> int:
 def _strdup(data: bytes | bytearray | memoryview) -> int:
     if _current is None:
         return _default().strdup(data)
-    if isinstance(data, str):
-        raise TypeError("strdup() needs bytes, not str: encode it first")
-    raw = bytes(data)
+    raw = checked_strdup(data).tobytes()
     addr = _malloc(len(raw) + 1)
     ctypes.memmove(addr, raw + b"\0", len(raw) + 1)
     return addr

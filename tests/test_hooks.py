@@ -5,8 +5,9 @@ from __future__ import annotations
 import ctypes
 import gzip
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,6 +29,47 @@ def test_all_three_or_none() -> None:
     with pytest.raises(TypeError, match="callable"):
         hooks.set_mem_functions(c.malloc, c.realloc, 5)  # type: ignore[arg-type]
     assert arenas.malloc is arenas.default_allocator().malloc  # nothing changed
+
+
+BAD_VALUES = [-1, 1.5, "8", None, True, False, b"x", 2**70]
+
+
+def _refusals(own: int) -> dict[tuple[str, int, object], str]:
+    """What each module-level call does with each bad value: the exception's name."""
+    calls: dict[str, Callable[[Any], object]] = {
+        "malloc": lambda bad: arenas.malloc(bad),
+        "calloc n": lambda bad: arenas.calloc(bad, 8),
+        "calloc size": lambda bad: arenas.calloc(8, bad),
+        "free": lambda bad: arenas.free(bad),
+        "realloc addr": lambda bad: arenas.realloc(bad, 10),
+        "realloc size": lambda bad: arenas.realloc(own, bad),
+        "strdup": lambda bad: arenas.strdup(bad),
+    }
+    seen: dict[tuple[str, int, object], str] = {}
+    for name, call in calls.items():
+        for k, bad in enumerate(BAD_VALUES):
+            if name == "strdup" and isinstance(bad, bytes):
+                continue  # the one thing strdup takes
+            try:
+                call(bad)
+                seen[name, k, bad] = "accepted"
+            except Exception as exc:
+                seen[name, k, bad] = type(exc).__name__
+    return seen
+
+
+def test_a_replacement_refuses_bad_arguments_as_the_default_does() -> None:
+    # Before, with a replacement in place: free(None) and realloc(None, n)
+    # were accepted, strdup(True) copied one byte, realloc(1.5, n) raised
+    # ValueError instead of TypeError.
+    own = arenas.malloc(40)
+    default = _refusals(own)
+    arenas.free(own)
+    hooks.counting().install()
+    own = arenas.malloc(40)
+    assert _refusals(own) == default
+    assert "accepted" not in default.values()
+    arenas.free(own)
 
 
 def test_the_realloc_contract_is_checked() -> None:
