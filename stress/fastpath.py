@@ -103,6 +103,13 @@ BURST = 10_000
 HANDOFF = 1_000
 
 
+def free_order(burst: int, seed: int) -> list[int]:
+    """The order in which :func:`bursts` frees a burst of ``burst`` blocks: drawn from ``seed``."""
+    order = list(range(burst))
+    random.Random(seed).shuffle(order)
+    return order
+
+
 def bursts(
     malloc: Malloc, free: Free, sizes: list[int], order: list[int], handoff: bool = False
 ) -> float:
@@ -376,10 +383,8 @@ def run(n: int, rounds: int, seed: int, progress: bool = True) -> Result:
     best_bursts: dict[str, float] = {}
     best_batches: dict[str, float] = {}
     best_handoff: dict[str, float] = {}
-    order = list(range(min(BURST, n)))  # (-n below BURST: one burst of n blocks)
-    random.Random(seed).shuffle(order)
-    batch_order = list(range(HANDOFF))
-    random.Random(seed).shuffle(batch_order)
+    order = free_order(min(BURST, n), seed)  # (-n below BURST: one burst of n blocks)
+    batch_order = free_order(HANDOFF, seed)
     arenas.free(arenas.malloc(1))  # attach this thread before timing
     for r in range(rounds):
         for name, make in COMPETITORS.items():
