@@ -118,16 +118,19 @@ class _ThreadState:
             owner._thread_exit(self)
 
 
+CLOSED = "the allocator is closed"
+
+
 class _Closed:
     """Stands in for the thread-local once the allocator is closed."""
 
     @property
     def arena(self) -> Arena:
-        raise AllocatorError("the allocator is closed")
+        raise AllocatorError(CLOSED)
 
     @property
     def tcache(self) -> list[list[int]]:
-        raise AllocatorError("the allocator is closed")
+        raise AllocatorError(CLOSED)
 
 
 class Block:
@@ -271,8 +274,7 @@ class Allocator:
     # ============================================================ arena_get
     def _attach_thread(self) -> Arena:
         """The slow path of ``arena_get``: this thread's first allocation."""
-        if self._closed:
-            raise AllocatorError("the allocator is closed")
+        self._require_open()
         registry = self._registry
         arena = registry.arena_get2()
         state = _ThreadState(self, arena)
@@ -283,6 +285,12 @@ class Allocator:
         tls.tcache = state.tcache
         tls.state = state
         return arena
+
+    def _require_open(self) -> None:
+        """Raise ``AllocatorError`` once the allocator is closed: its arenas are
+        empty shells then, and a report or a check of them would be nonsense."""
+        if self._closed:
+            raise AllocatorError(CLOSED)
 
     def _switch_arena(self, arena: Arena) -> None:
         self._tls.arena = arena
@@ -595,7 +603,7 @@ class Allocator:
 
     def _foreign(self, addr: int) -> AllocatorError:
         if self._closed:
-            return AllocatorError("the allocator is closed")
+            return AllocatorError(CLOSED)
         if addr & (MALLOC_ALIGNMENT - 1):
             return InvalidPointer(f"free(): invalid pointer {addr:#x}: misaligned")
         return InvalidPointer(f"free(): invalid pointer {addr:#x}: not allocated by this allocator")
@@ -718,6 +726,7 @@ class Allocator:
         """
         registry = self._registry
         with registry.writing():
+            self._require_open()
             arenas = list(registry.arenas)
             for arena in arenas:
                 with arena.lock:
@@ -815,6 +824,7 @@ class Allocator:
         """A snapshot of every arena and mapping (glibc's ``mallinfo2`` and more)."""
         per: list[ArenaStats] = []
         with self._registry.reading():
+            self._require_open()
             arenas = list(self._registry.arenas)
         if arenas:
             for arena in arenas:
@@ -885,6 +895,7 @@ class Allocator:
     def malloc_info(self) -> str:
         """glibc's ``malloc_info`` XML: per arena, its free chunks by size, and totals."""
         with self._registry.reading():
+            self._require_open()
             arenas = list(self._registry.arenas)
         return format_malloc_info(self.stats(), [self._bin_histogram(a) for a in arenas])
 
@@ -921,6 +932,7 @@ class Allocator:
         registry = self._registry
         state: _ThreadState | None = getattr(self._tls, "state", None)
         with registry.writing():
+            self._require_open()
             if state is not None:
                 self._flush_cache(state.tcache)
             arenas = list(registry.arenas)
@@ -946,6 +958,7 @@ class Allocator:
         value = validate({name: value})[name]
         mp = self._mp
         with self._registry.writing():
+            self._require_open()
             setattr(mp, name, value)
             if name in ("mmap_threshold", "trim_threshold"):
                 mp.no_dyn_threshold = True

@@ -29,7 +29,14 @@ from . import default_allocator
 from .allocator import Allocator
 from .arena import Arena
 from .bins import NSMALLBINS, largebin_index
-from .chunk import CHUNK_HDR_SZ, IS_MMAPPED, NON_MAIN_ARENA, PREV_INUSE, SIZE_BITS
+from .chunk import (
+    CHUNK_HDR_SZ,
+    IS_MMAPPED,
+    NON_MAIN_ARENA,
+    PREV_INUSE,
+    SIZE_BITS,
+    checked_address,
+)
 from .heap import HEAP_INFO_SIZE, Heap
 from .slab import CLASS_SIZES, CLASS_SLAB_BYTES
 
@@ -62,11 +69,30 @@ def _use_color(color: bool | None) -> bool:
     return sys.stdout.isatty() if color is None else color
 
 
+def _allocator(alloc: Allocator | None) -> Allocator:
+    """``alloc``, or the default allocator for None; anything else is a ``TypeError``."""
+    if alloc is None:
+        return default_allocator()
+    if not isinstance(alloc, Allocator):
+        raise TypeError(f"expected an Allocator or None, not {type(alloc).__name__}")
+    return alloc
+
+
+def _whole(value: object, what: str) -> int:
+    """``value`` as a count or an index: an int (not a bool) >= 0, else a typed error."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{what} must be >= 0, got {value}")
+    return value
+
+
 def _arena(alloc: Allocator | None, index: int) -> tuple[Allocator, Arena]:
-    alloc = alloc or default_allocator()
+    alloc = _allocator(alloc)
     registry = alloc._registry
     with registry.reading():
-        if not 0 <= index < len(registry.arenas):
+        alloc._require_open()
+        if _whole(index, "arena") >= len(registry.arenas):
             raise ValueError(f"no arena {index}: there are {len(registry.arenas)}")
         return alloc, registry.arenas[index]
 
@@ -173,8 +199,7 @@ def bins(alloc: Allocator | None = None, arena: int = 0, color: bool | None = No
 
 def arenas(alloc: Allocator | None = None, color: bool | None = None) -> str:
     """Each arena: threads attached, heaps, system and in-use bytes; then the mappings."""
-    alloc = alloc or default_allocator()
-    st = alloc.stats()
+    st = _allocator(alloc).stats()
     lines = [
         f"{'arena':>5}  {'threads':>7}  {'heaps':>5}  {'system':>12}  {'in use':>12}  {'top':>10}"
     ]
@@ -205,6 +230,10 @@ def vis_heap_chunks(
     ``prev_size | size``, and long chunks are cut to ``max_rows`` rows.
     """
     alloc, a = _arena(alloc, arena)
+    if addr is not None:
+        addr = checked_address(addr)
+    count = _whole(count, "count")
+    max_rows = _whole(max_rows, "max_rows")
     paint = _use_color(color)
     lines: list[str] = []
     with a.lock:

@@ -98,6 +98,7 @@ class Timeline:
         """Record one frame of every arena now."""
         registry = self.alloc._registry
         with registry.reading():
+            self.alloc._require_open()
             arenas = list(registry.arenas)
         frame_arenas = []
         for a in arenas:

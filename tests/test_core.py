@@ -224,8 +224,15 @@ def test_close_then_every_call_raises() -> None:
         lambda: alloc.free(addr),
         lambda: alloc.calloc(1, 1),
         lambda: alloc.memalign(64, 1),
+        # Reports and checks too: a closed allocator's arenas are empty shells,
+        # whose stats were nonsense and whose check() cried corruption.
+        alloc.stats,
+        alloc.check,
+        alloc.trim,
+        alloc.malloc_info,
+        lambda: alloc.mallopt("tcache_count", 4),
     ):
-        with pytest.raises(AllocatorError):
+        with pytest.raises(AllocatorError, match="closed"):
             call()
     assert alloc.closed and "closed" in repr(alloc)
 

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from arenas import Allocator, inspect
+from arenas import Allocator, AllocatorError, inspect
 
 
 @pytest.fixture
@@ -91,6 +91,37 @@ def test_vis_heap_chunks(alloc: Allocator) -> None:
 def test_bad_arena_index(alloc: Allocator) -> None:
     with pytest.raises(ValueError, match="no arena 5"):
         inspect.heap(alloc, arena=5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"arena": True}, TypeError, "arena must be an int"),
+        ({"arena": "0"}, TypeError, "arena must be an int"),
+        ({"arena": -1}, ValueError, "arena must be >= 0"),
+        ({"addr": "0x10"}, TypeError, "address must be an int"),
+        ({"count": -1}, ValueError, "count must be >= 0"),
+        ({"max_rows": 1.5}, TypeError, "max_rows must be an int"),
+    ],
+)
+def test_bad_view_arguments_are_typed_errors(
+    alloc: Allocator, kwargs: dict[str, object], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        inspect.vis_heap_chunks(alloc, **kwargs)  # type: ignore[arg-type]
+    if "arena" in kwargs:
+        with pytest.raises(error, match=match):
+            inspect.heap(alloc, arena=kwargs["arena"])  # type: ignore[arg-type]
+
+
+def test_views_need_an_allocator(alloc: Allocator) -> None:
+    for view in (inspect.heap, inspect.bins, inspect.arenas, inspect.chunks):
+        with pytest.raises(TypeError, match="expected an Allocator"):
+            view(1)  # type: ignore[arg-type]
+    alloc.close()
+    for view in (inspect.heap, inspect.bins, inspect.arenas, inspect.chunks):
+        with pytest.raises(AllocatorError, match="closed"):
+            view(alloc)
 
 
 def test_command_line() -> None:
