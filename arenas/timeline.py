@@ -342,11 +342,17 @@ def main(argv: list[str]) -> int:
     """``python -m arenas.timeline TRACE [--html OUT] [--png OUT]``."""
     import argparse
 
+    from .cliargs import writable_dir, writable_file
+
     parser = argparse.ArgumentParser(prog="python -m arenas.timeline", description=main.__doc__)
     parser.add_argument("trace", nargs="?")
-    parser.add_argument("--tutorial", metavar="DIR", help="draw the tutorial's pictures into DIR")
-    parser.add_argument("--html", help="write the scrubbable page here")
-    parser.add_argument("--png", help="write a snapshot of the busiest frame here")
+    parser.add_argument(
+        "--tutorial", metavar="DIR", type=writable_dir, help="draw the tutorial's pictures into DIR"
+    )
+    parser.add_argument("--html", type=writable_file, help="write the scrubbable page here")
+    parser.add_argument(
+        "--png", type=writable_file, help="write a snapshot of the busiest frame here"
+    )
     parser.add_argument("--frames", type=int, default=300)
     args = parser.parse_args(argv)
     if args.tutorial:

@@ -28,6 +28,8 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from arenas.cliargs import writable_dir, writable_file
+
 from . import fastpath, scaling, slabmodel
 from .adapters import ADAPTERS
 from .metrics import RunResult
@@ -135,7 +137,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_campaign(args: argparse.Namespace) -> int:
     scale = 0.05 if args.quick else args.scale
-    threads = [1, 2] if args.quick else _threads(args.threads)
+    threads = _threads(args.threads)  # checked even when --quick replaces it
+    if args.quick:
+        threads = [1, 2]
     started = time.perf_counter()
     results = _runs(list(WORKLOADS), DEFAULT_ALLOCATORS, threads, scale)
     _emit(results, args)
@@ -251,8 +255,12 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="workloads, allocators, traces")
 
     def outputs(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--json", metavar="FILE", help="write the results as JSON")
-        sp.add_argument("--plots", metavar="DIR", help="write PNG plots into DIR")
+        sp.add_argument(
+            "--json", metavar="FILE", type=writable_file, help="write the results as JSON"
+        )
+        sp.add_argument(
+            "--plots", metavar="DIR", type=writable_dir, help="write PNG plots into DIR"
+        )
 
     run = sub.add_parser("run", help="one workload (or a comma list)")
     run.add_argument("workload")
@@ -268,7 +276,7 @@ def parser() -> argparse.ArgumentParser:
     outputs(camp)
 
     rec = sub.add_parser("record", help="record -o FILE -- COMMAND...")
-    rec.add_argument("-o", "--output", required=True)
+    rec.add_argument("-o", "--output", required=True, type=writable_file)
     rec.add_argument("command", nargs=argparse.REMAINDER)
 
     rep = sub.add_parser("replay", help="replay a trace")
@@ -280,10 +288,15 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep the trace's global order across threads (same interleaving for every allocator)",
     )
-    rep.add_argument("--json", metavar="FILE", help="FILE, or - for one JSON line on stdout")
+    rep.add_argument(
+        "--json",
+        metavar="FILE",
+        type=lambda text: text if text == "-" else writable_file(text),
+        help="FILE, or - for one JSON line on stdout",
+    )
 
     syn = sub.add_parser("synth", help="write a synthetic trace")
-    syn.add_argument("-o", "--output", required=True)
+    syn.add_argument("-o", "--output", required=True, type=writable_file)
     syn.add_argument("--events", type=int, default=1_000_000)
     syn.add_argument("--threads", type=int, default=4)
     syn.add_argument("--seed", type=int, default=7)

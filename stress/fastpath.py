@@ -44,6 +44,7 @@ from multiprocessing.heap import Heap
 from typing import Any
 
 import arenas
+from arenas.cliargs import writable_file
 from arenas.tunables import parse_tunables
 
 from .adapters import glibc_footprint
@@ -467,7 +468,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", type=int, default=200_000, help="operations per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="best of this many rounds")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    parser.add_argument(
+        "--json", metavar="FILE", type=writable_file, help="also write the figures as JSON"
+    )
     parser.add_argument(
         "--memory-only", action="store_true", help="only the footprint (deterministic, seconds)"
     )

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import arenas
+from arenas.cliargs import writable_file
 
 from .fastpath import churn_in_threads
 
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", type=int, default=100_000, help="steps per measurement (small mix)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--json", metavar="FILE")
+    parser.add_argument("--json", metavar="FILE", type=writable_file)
     args = parser.parse_args(argv)
     try:
         counts = [int(x) for x in args.threads.split(",")]

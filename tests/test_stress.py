@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import os
 import re
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from arenas.cliargs import writable_dir, writable_file
 from stress.adapters import ADAPTERS, BytearrayAdapter, make_adapter
 from stress.fastpath import bursts, churn_draws
 from stress.slabmodel import bounds, simulate
@@ -150,6 +152,16 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         (("slabmodel", "--per-doubling", "3"), "--per-doubling one of"),
         (("slabmodel", "--blocks", "0"), "--blocks >= 1"),
         (("fastpath", "-n", "10"), "-n must be at least 1000"),
+        (("campaign", "--quick", "--threads", "0"), "thread counts"),
+        # An output that cannot be written stops the command before its work,
+        # not with a traceback after it (README.md/x: "Not a directory", as root too).
+        (("run", "larson", "--json", "README.md/x.json"), "cannot write 'README.md/x.json'"),
+        (("campaign", "--plots", "README.md/plots"), "cannot write into 'README.md/plots'"),
+        (("replay", "stress/traces/git-log.trace.gz", "--json", "README.md/x"), "cannot write"),
+        (("synth", "-o", "README.md/x"), "cannot write"),
+        (("record", "-o", "README.md/x", "--", "true"), "cannot write"),
+        (("fastpath", "--json", "README.md/x"), "cannot write"),
+        (("scaling", "--json", "README.md/x"), "cannot write"),
     ],
 )
 def test_bad_arguments_exit_2_without_a_traceback(args: tuple[str, ...], needle: str) -> None:
@@ -157,6 +169,21 @@ def test_bad_arguments_exit_2_without_a_traceback(args: tuple[str, ...], needle:
     assert proc.returncode == 2
     assert needle in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_output_checks_leave_no_trace(tmp_path: Path) -> None:
+    existing = tmp_path / "keep.json"
+    existing.write_text("data")
+    assert writable_file(str(existing)) == str(existing)
+    assert existing.read_text() == "data"
+    new = tmp_path / "new.json"
+    writable_file(str(new))
+    assert not new.exists()
+    plots = tmp_path / "a" / "b"
+    writable_dir(str(plots))
+    assert plots.is_dir() and not any(plots.iterdir())
+    with pytest.raises(argparse.ArgumentTypeError, match="cannot write"):
+        writable_file(str(tmp_path))
 
 
 def test_cli_list_run_and_replay(tmp_path: Path) -> None:

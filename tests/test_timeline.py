@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,17 @@ def test_tutorial_pictures(tmp_path: Path) -> None:
         "tutorial-arenas.png",
     ]
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in written)
+
+
+@pytest.mark.parametrize("option", ["--html", "--png"])
+def test_an_unwritable_output_stops_before_the_replay(option: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "arenas.timeline", str(TRACE), option, "README.md/x"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert f"argument {option}: cannot write 'README.md/x'" in proc.stderr
+    assert "Traceback" not in proc.stderr
