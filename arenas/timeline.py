@@ -367,6 +367,9 @@ def main(argv: list[str]) -> int:
     except (OSError, ValueError) as exc:
         print(f"python -m arenas.timeline: {exc}", file=sys.stderr)
         return 2
+    except MemoryError as exc:
+        print(f"python -m arenas.timeline: out of memory: {exc}", file=sys.stderr)
+        return 1
     if args.html:
         print(timeline.write_html(args.html, f"arenas: {Path(args.trace).name}"))
     if args.png:

@@ -331,6 +331,9 @@ def main(argv: list[str]) -> int:
     except (UsageError, TraceError, ValueError) as exc:
         print(f"python -m stress {args.cmd}: {exc}", file=sys.stderr)
         return 2
+    except MemoryError as exc:  # a trace (or a scale) bigger than the allocator can serve
+        print(f"python -m stress {args.cmd}: out of memory: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

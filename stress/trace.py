@@ -111,6 +111,8 @@ def read_events(path: str | Path) -> Iterator[tuple[int, str, list[int]]]:
             raise TraceError(f"{path}:{lineno}: not a trace line: {line.strip()!r}") from None
         if op not in arity or len(numbers) != arity[op] or tid < 0 or min(numbers, default=0) < 0:
             raise TraceError(f"{path}:{lineno}: malformed event: {line.strip()!r}")
+        if max(numbers, default=0) >> 64:  # sizes and addresses of a 64-bit process
+            raise TraceError(f"{path}:{lineno}: a number beyond 64 bits: {line.strip()!r}")
         yield tid, op, numbers
 
 

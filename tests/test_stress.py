@@ -91,6 +91,18 @@ def test_trace_errors_are_clear(tmp_path: Path) -> None:
         parse(tmp_path / "notgz.trace.gz")
     with pytest.raises(TraceError, match="cannot read"):
         parse(tmp_path / "missing.trace")
+    bad.write_text(f"0 m {1 << 64} 0x10\n")
+    with pytest.raises(TraceError, match="beyond 64 bits"):
+        parse(bad)
+
+
+def test_a_trace_too_big_to_serve_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    trace = tmp_path / "huge.trace"
+    trace.write_text(f"0 m {1 << 62} 0x1000\n0 f 0x1000\n")
+    proc = run_cli("replay", str(trace))
+    assert proc.returncode == 1
+    assert "out of memory: cannot allocate" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_cross_thread_frees_wait_for_their_allocation(tmp_path: Path) -> None:
