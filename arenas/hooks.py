@@ -151,11 +151,20 @@ def _default() -> Allocator:
     return default_allocator()
 
 
+def _returned(fns: MemFunctions, what: str, addr: object) -> int:
+    """What a replacement returned, as an address: 0 (or None) means it failed, as in C."""
+    if addr is None:
+        return 0
+    if isinstance(addr, bool) or not isinstance(addr, int) or addr < 0:
+        raise TypeError(f"{fns}: {what} returned {addr!r}, not an address")
+    return addr
+
+
 def _malloc(size: int) -> int:
     fns = _current
     if fns is None:
         return _default().malloc(size)
-    addr = fns.malloc_fn(checked_request(size))
+    addr = _returned(fns, "malloc_fn", fns.malloc_fn(checked_request(size)))
     if addr:
         with _lock:
             fns.owned[addr] = None
@@ -205,11 +214,12 @@ def _realloc(addr: int, size: int) -> int:
         _free_check_only(addr, owner, fns)
     if fns is None:
         return _default().realloc(addr, size)
-    new = fns.realloc_fn(addr, size)
-    with _lock:
-        fns.owned.pop(addr, None)
-        if new:
-            fns.owned[new] = None
+    new = _returned(fns, "realloc_fn", fns.realloc_fn(addr, size))
+    if new or not size:  # (a failed realloc leaves the old block live, and owned)
+        with _lock:
+            fns.owned.pop(addr, None)
+            if new:
+                fns.owned[new] = None
     return new
 
 
@@ -246,7 +256,8 @@ def _strdup(data: bytes | bytearray | memoryview) -> int:
         return _default().strdup(data)
     raw = checked_strdup(data).tobytes()
     addr = _malloc(len(raw) + 1)
-    ctypes.memmove(addr, raw + b"\0", len(raw) + 1)
+    if addr:  # a replacement's malloc may fail with 0, as C's does (and so does strdup)
+        ctypes.memmove(addr, raw + b"\0", len(raw) + 1)
     return addr
 
 
@@ -298,16 +309,18 @@ class Counting(Replacement):
         addr = self.inner.malloc(size)
         with self.lock:
             self.calls += 1
-            self.sizes[addr] = size
-            self.allocated += size
-            self.peak = max(self.peak, self.allocated)
+            if addr:  # (an inner allocator may fail with 0, as C's does)
+                self.sizes[addr] = size
+                self.allocated += size
+                self.peak = max(self.peak, self.allocated)
         return addr
 
     def realloc(self, addr: int, size: int) -> int:
         new = self.inner.realloc(addr, size)
         with self.lock:
             self.calls += 1
-            self.allocated -= self.sizes.pop(addr, 0) if addr else 0
+            if new or not size:  # a failed realloc (0 for a size) leaves the old block
+                self.allocated -= self.sizes.pop(addr, 0) if addr else 0
             if new:
                 self.sizes[new] = size
                 self.allocated += size
@@ -322,6 +335,16 @@ class Counting(Replacement):
                 self.allocated -= self.sizes.pop(addr, 0)
 
 
+class _Ended:
+    """A closed trace's writer: calls go on, their lines go nowhere."""
+
+    def write(self, line: str) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
 class Tracing(Replacement):
     """Writes every call as one line of the stress suite's trace format.
 
@@ -330,13 +353,17 @@ class Tracing(Replacement):
     ``<tid> a <align> <size> <addr>``; thread ids are renumbered 0..N-1 in
     order of first appearance.  One lock is held across each inner call and
     its line, so the file is a valid order of events across threads.
+
+    The trace ends at ``close()``: later calls still reach the inner
+    allocator, untraced, so blocks allocated while tracing can be freed
+    after it (by a replacement still installed, say).
     """
 
     def __init__(self, path: str, inner: Inner | None = None) -> None:
         super().__init__(inner)
         self.path = path
         self.lock = threading.Lock()
-        self.out: TextIO
+        self.out: TextIO | _Ended
         if path.endswith(".gz"):
             self.out = gzip.open(path, "wt", encoding="ascii")  # noqa: SIM115 - see close()
         else:
@@ -389,6 +416,7 @@ class Tracing(Replacement):
     def close(self) -> None:
         with self.lock:
             self.out.close()
+            self.out = _Ended()
 
     def __enter__(self) -> Tracing:
         return self

@@ -253,6 +253,74 @@ def test_tracing_writes_a_valid_order_across_threads(tmp_path: Path, name: str) 
     assert list(live.values()) == [6]  # only the calloc is left
 
 
+class CStyle:
+    """An allocator that fails the way C's does: 0 from malloc and realloc above a limit."""
+
+    def __init__(self, limit: int) -> None:
+        self.alloc = arenas.Allocator()
+        self.limit = limit
+
+    def malloc(self, size: int) -> int:
+        return 0 if size > self.limit else self.alloc.malloc(size)
+
+    def realloc(self, addr: int, size: int) -> int:
+        if not addr:
+            return self.malloc(size)
+        if not size:
+            self.alloc.free(addr)
+            return 0
+        return 0 if size > self.limit else self.alloc.realloc(addr, size)
+
+    def free(self, addr: int) -> None:
+        self.alloc.free(addr)
+
+
+def test_a_replacement_that_fails_with_0_is_handled_as_c_would() -> None:
+    inner = CStyle(limit=32)
+    counter = hooks.counting(inner)
+    counter.install()
+    # strdup copied into address 0 (a segmentation fault) when malloc failed.
+    assert arenas.strdup(b"longer than the thirty-two byte limit") == 0
+    assert arenas.calloc(10, 10) == 0
+    assert arenas.malloc(100) == 0
+    assert counter.allocated == 0  # failures are not counted as blocks
+    block = arenas.malloc(16)
+    ctypes.memmove(block, b"kept", 4)
+    # A failed realloc leaves the old block live: still owned by the replacement
+    # (its free used to say "did not allocate it"), still counted, bytes intact.
+    assert arenas.realloc(block, 1000) == 0
+    assert ctypes.string_at(block, 4) == b"kept" and counter.allocated == 16
+    arenas.free(block)
+    assert counter.allocated == 0
+    inner.alloc.check()
+    assert inner.alloc.stats().slab_blocks_live == 0
+
+
+@pytest.mark.parametrize("returned", ["0x10", -16, 1.5, True])
+def test_a_replacement_returning_a_non_address_is_a_type_error(returned: object) -> None:
+    inner = CStyle(limit=1 << 20)
+    hooks.set_mem_functions(lambda size: returned, inner.realloc, inner.free)  # type: ignore[arg-type, return-value]
+    with pytest.raises(TypeError, match=r"returned .*, not an address"):
+        arenas.malloc(8)
+    with pytest.raises(TypeError, match=r"returned .*, not an address"):
+        arenas.strdup(b"x")
+
+
+def test_a_closed_trace_stops_writing_but_calls_go_on(tmp_path: Path) -> None:
+    path = tmp_path / "t.trace"
+    tracer = hooks.tracing(str(path), arenas.Allocator())
+    tracer.install()
+    kept = arenas.malloc(24)
+    tracer.close()
+    tracer.close()  # twice is fine
+    more = arenas.malloc(24)  # raised ValueError (closed file) after the block was made
+    arenas.free(more)
+    arenas.free(kept)
+    lines = path.read_text().splitlines()
+    assert lines[-1].split()[1:3] == ["m", "24"]  # after install()'s two probe calls
+    assert len(lines) == 3
+
+
 def test_debugging_hook_catches_an_overrun_at_free() -> None:
     d = hooks.debugging(arenas.Allocator())
     arenas.set_mem_functions(d.malloc, d.realloc, d.free)
