@@ -28,6 +28,7 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable
+from pickle import PickleBuffer
 from types import TracebackType
 from typing import Any, TextIO
 
@@ -138,17 +139,34 @@ class Block:
 
     ``view`` is a writable memoryview of exactly ``size`` bytes.  ``free()``
     releases the view first, so any later touch raises ``ValueError`` instead
-    of reaching bytes that may belong to someone else by then.
+    of reaching bytes that may belong to someone else by then.  While views
+    made from it (slices, ``memoryview(view)``, ``numpy.frombuffer``) are
+    alive, ``free()`` raises ``BufferError`` and frees nothing.
+
+    Slices of a memoryview share its buffer and outlive ``release()``, so
+    the view is not the allocator's own (a slice of a whole region's view),
+    but one with a buffer of its own on top of it: every slice made from it
+    holds an export of ``_under``, and ``_under.release()`` fails while any
+    of them is alive.
     """
 
-    __slots__ = ("_allocator", "_freed", "addr", "size", "view")
+    __slots__ = ("_allocator", "_freed", "_under", "addr", "size", "view")
 
     def __init__(self, allocator: Allocator, addr: int, size: int) -> None:
         self._allocator = allocator
         self.addr = addr
         self.size = size
-        self.view = allocator.view(addr, size)
+        self._under = allocator.view(addr, size)
+        self.view = self._own_view()
         self._freed = False
+
+    def _own_view(self) -> memoryview:
+        # PickleBuffer hands out _under's buffer itself: the memoryview made
+        # from it starts a new buffer, exported by _under, not a slice of it.
+        exporter = PickleBuffer(self._under)
+        view = memoryview(exporter)
+        exporter.release()
+        return view
 
     @property
     def freed(self) -> bool:
@@ -163,6 +181,14 @@ class Block:
             raise BufferError(
                 f"cannot free block {self.addr:#x}: its view is still exported"
                 " (release the objects made from it first)"
+            ) from exc
+        try:
+            self._under.release()
+        except BufferError as exc:
+            self.view = self._own_view()  # nothing was freed: the Block stays whole
+            raise BufferError(
+                f"cannot free block {self.addr:#x}: slices or copies of its view are"
+                " still alive (release or drop them first)"
             ) from exc
         self._allocator.free(self.addr)
         self._freed = True

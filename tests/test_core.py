@@ -165,15 +165,45 @@ def test_block_api(alloc: Allocator) -> None:
     assert "freed" in repr(b2)
 
 
-def test_a_derived_view_outlives_free_but_the_memory_stays_mapped(alloc: Allocator) -> None:
-    """Only Block.view itself is released; a slice taken from it keeps working after
-    free (a use-after-free, as in C), but the mapping cannot go away under it."""
-    keep = alloc.malloc(16)  # keeps the slab busy
+@pytest.mark.parametrize(
+    "derive",
+    [
+        lambda view: view[0:8],
+        lambda view: memoryview(view),
+        lambda view: view.cast("Q"),
+        lambda view: view.toreadonly(),
+    ],
+)
+def test_a_block_is_not_freed_while_views_made_from_it_live(
+    alloc: Allocator, derive: Callable[[memoryview], memoryview]
+) -> None:
+    """Slices share their parent's buffer and outlive its release(): a slice kept
+    across free() wrote into whatever block came next.  Now free() refuses."""
     block = alloc.alloc(16)
-    derived = block.view[0:8]
+    block.view[:] = b"0123456789abcdef"
+    derived = derive(block.view)
+    with pytest.raises(BufferError, match="slices or copies of its view are still alive"):
+        block.free()
+    assert not block.freed
+    assert bytes(block.view) == b"0123456789abcdef"  # the Block is whole and usable
+    assert alloc.malloc(16) != block.addr  # and its block was not handed out again
+    del derived
     block.free()
-    derived[0] = 1  # no crash: the region is still mapped
+    assert block.freed
+
+
+def test_a_raw_view_outlives_free_but_the_memory_stays_mapped() -> None:
+    """Allocator.view is the raw API: a view kept past free() is a use-after-free,
+    as in C, but the mapping cannot go away under it, even at close()."""
+    alloc = Allocator()
+    keep = alloc.malloc(16)  # keeps the slab busy
+    addr = alloc.malloc(16)
+    raw = alloc.view(addr, 8)
+    alloc.free(addr)
+    raw[0] = 1  # no crash: the region is still mapped
     alloc.free(keep)
+    alloc.close()
+    raw[0] = 2  # still mapped: the unmap waits for the view
 
 
 def test_large_requests_get_their_own_mapping(alloc: Allocator) -> None:
