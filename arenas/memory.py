@@ -163,13 +163,12 @@ class BufferRegion(Region):
             raise TypeError(
                 f"buffer must support the buffer protocol, not {type(buffer).__name__}"
             ) from None
-        if whole.readonly:
+        if whole.readonly or not whole.c_contiguous:
             whole.release()
-            raise TypeError("buffer must be writable")
+            raise TypeError("buffer must be writable and contiguous")
         whole = whole.cast("B")
-        anchor = ctypes.c_char.from_buffer(whole)
-        base = ctypes.addressof(anchor)
-        del anchor
+        # (the address of an empty buffer does not matter: it is too small anyway)
+        base = ctypes.addressof(ctypes.c_char.from_buffer(whole)) if whole.nbytes else 0
         offset = (-base) % 16
         size = (whole.nbytes - offset) & ~15
         if size < 4096:

@@ -148,6 +148,8 @@ def test_closing_never_frees_a_buffer_it_did_not_create() -> None:
     [
         (b"x" * 8192, TypeError, "writable"),
         (bytearray(100), ValueError, "too small"),
+        (bytearray(0), ValueError, "too small: 0 bytes"),  # was ctypes' own wording
+        (memoryview(bytearray(16384))[::2], TypeError, "contiguous"),
         (42, TypeError, "buffer protocol"),
     ],
 )
