@@ -45,7 +45,14 @@ from .chunk import (
     request2size,
 )
 from .debug import Debugger, Leak
-from .errors import AllocatorError, DoubleFree, HeapCorruption, InvalidPointer, OutOfMemory
+from .errors import (
+    AllocatorError,
+    DoubleFree,
+    HeapCorruption,
+    InvalidPointer,
+    OutOfMemory,
+    for_call,
+)
 from .heap import Heap, HeapTable
 from .large import MmappedChunks
 from .memory import BufferRegion, Region, SystemBudget, retry_deferred_unmaps
@@ -649,13 +656,13 @@ class Allocator:
         if size == 0:
             self.free(addr)
             return 0
-        region, usable = self._locate(addr)
+        region, usable = self._locate(addr, "realloc")
         cls = self._live.get(addr)
         if cls is not None:
             if size <= usable:
                 return addr  # a slab block keeps its class when it shrinks
             new = self.malloc(size)
-            self._locate(new)[0].view(new, usable)[:] = region.view(addr, usable)
+            self._locate(new, "realloc")[0].view(new, usable)[:] = region.view(addr, usable)
             self.free(addr)
             return new
         nb = request2size(size)
@@ -670,7 +677,7 @@ class Allocator:
             return addr  # a mapping that already fits, without wasting half of it
         new = self.malloc(size)
         n = min(usable, size)
-        self._locate(new)[0].view(new, n)[:] = region.view(addr, n)
+        self._locate(new, "realloc")[0].view(new, n)[:] = region.view(addr, n)
         self.free(addr)
         return new
 
@@ -683,8 +690,8 @@ class Allocator:
             heap = self._registry.main.heap
         return heap
 
-    def _locate(self, addr: int) -> tuple[Region, int]:
-        """The region holding the live block ``addr`` and its usable size."""
+    def _locate(self, addr: int, op: str) -> tuple[Region, int]:
+        """The region holding the live block ``addr`` and its usable size; errors name ``op``."""
         if addr.__class__ is not int:
             addr = checked_address(addr)
         cls = self._live.get(addr)
@@ -695,22 +702,23 @@ class Allocator:
         if heap is not None:
             size = heap.arena.in_use.get(addr)
             if size is None or addr - CHUNK_HDR_SZ in heap.arena.slabs:
-                raise self._diagnose_slab(addr) or heap.arena.diagnose_bad_pointer(addr)
+                bad = self._diagnose_slab(addr) or heap.arena.diagnose_bad_pointer(addr)
+                raise for_call(bad, op, addr)
             return heap.region, size - SIZE_SZ
         region = self._mmapped.chunks.get(addr)
         if region is None:
-            raise self._foreign(checked_address(addr))
+            raise for_call(self._foreign(checked_address(addr)), op, addr)
         return region, self._mmapped.chunk_size(region, addr) - CHUNK_HDR_SZ
 
     def usable_size(self, addr: int) -> int:
         """How many bytes the block at ``addr`` can hold (glibc's ``malloc_usable_size``)."""
         if checked_address(addr) == 0:
             return 0
-        return self._locate(addr)[1]
+        return self._locate(addr, "usable_size")[1]
 
     def view(self, addr: int, size: int | None = None) -> memoryview:
         """A writable view of the block at ``addr``: ``size`` bytes, or all usable bytes."""
-        region, usable = self._locate(addr)
+        region, usable = self._locate(addr, "view")
         if size is None:
             size = usable
         elif size.__class__ is not int or not 0 <= size <= usable:
@@ -725,7 +733,7 @@ class Allocator:
     def heap_for_ptr(self, addr: int) -> int:
         """The base address of the heap holding block ``addr`` (``addr & ~(HEAP_MAX_SIZE-1)``
         for a non-main arena, the main heap's base for the main arena)."""
-        self._locate(addr)
+        self._locate(addr, "heap_for_ptr")
         heap = self._heap_of(addr)
         if heap is None:
             raise InvalidPointer(f"block {addr:#x} has a mapping of its own, not a heap")
@@ -733,7 +741,7 @@ class Allocator:
 
     def arena_for(self, addr: int) -> int | None:
         """The index of the arena owning block ``addr`` (0 = main), None for a mapped chunk."""
-        self._locate(addr)
+        self._locate(addr, "arena_for")
         heap = self._heap_of(addr)
         return None if heap is None else heap.arena.index
 
@@ -1092,14 +1100,16 @@ class Allocator:
 
     def _debug_view(self, addr: int, size: int | None = None) -> memoryview:
         assert self._debugger is not None
-        record = self._debugger.record(checked_address(addr))  # one look: it may be freed next
+        record = self._debugger.record(
+            checked_address(addr), "view"
+        )  # one look: it may be freed next
         usable = record.size
         if size is None:
             size = usable
         elif size.__class__ is not int or not 0 <= size <= usable:
             self._size(size)
             raise ValueError(f"view of {size} bytes exceeds block {addr:#x} ({usable} bytes)")
-        return self._locate(record.raw)[0].view(addr, size)
+        return self._locate(record.raw, "view")[0].view(addr, size)
 
     def report_leaks(self) -> list[Leak]:
         """Live blocks with their sizes and allocating threads (needs ``debug=True``)."""

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .chunk import calloc_request, checked_address, checked_request
-from .errors import DoubleFree, HeapCorruption, InvalidPointer
+from .errors import DoubleFree, HeapCorruption, InvalidPointer, for_call
 
 __all__ = ["Debugger", "Leak"]
 
@@ -156,7 +156,7 @@ class Debugger:
         if size == 0:
             self.free(user)
             return 0
-        old = self.usable_size(user)
+        old = self.record(user, "realloc").size
         new = self.malloc(size)  # may raise: the old block is untouched then
         ctypes.memmove(new, user, min(old, size))
         self.free(user)
@@ -182,14 +182,14 @@ class Debugger:
     def usable_size(self, addr: int) -> int:
         if checked_address(addr) == 0:
             return 0
-        return self.record(addr).size
+        return self.record(addr, "usable_size").size
 
-    def record(self, addr: int) -> _Record:
-        """The record of the live block ``addr``; ``InvalidPointer`` or ``DoubleFree`` if none."""
+    def record(self, addr: int, op: str) -> _Record:
+        """The record of the live block ``addr``; if none, the error ``op`` (the call) raises."""
         with self.lock:
             record = self.blocks.get(addr)
         if record is None:
-            raise self._not_live(addr)
+            raise for_call(self._not_live(addr), op, addr)
         return record
 
     def check(self) -> None:

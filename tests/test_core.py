@@ -341,6 +341,28 @@ def test_foreign_interior_and_misaligned_pointers(alloc: Allocator) -> None:
     alloc.free(chunk)
 
 
+@pytest.mark.parametrize("debug", [False, True])
+@pytest.mark.parametrize("size", [24, 5000, 70_000])
+def test_errors_name_the_call_that_met_a_freed_or_interior_pointer(size: int, debug: bool) -> None:
+    """view(p) of a freed block said "free(): double free detected": a use after
+    free is now named so, by the call that met it."""
+    with Allocator(debug=debug) as alloc:
+        keep = alloc.malloc(size)
+        gone = alloc.malloc(size)
+        alloc.free(gone)
+        for name, call in (("view", alloc.view), ("usable_size", alloc.usable_size)):
+            with pytest.raises(InvalidPointer, match=rf"^{name}\(\): use after free") as info:
+                call(gone)
+            assert not isinstance(info.value, DoubleFree)
+            with pytest.raises(InvalidPointer, match=rf"^{name}\(\): invalid pointer"):
+                call(keep + 16)
+        with pytest.raises(DoubleFree, match=r"^realloc\(\): double free"):
+            alloc.realloc(gone, size + 1)
+        with pytest.raises(DoubleFree, match=r"^free\(\): double free"):
+            alloc.free(gone)
+        alloc.free(keep)
+
+
 @pytest.mark.parametrize("size", [24, 5000, 70_000, 300_000])
 def test_double_free_is_detected(alloc: Allocator, size: int) -> None:
     addr = alloc.malloc(size)
