@@ -1100,9 +1100,8 @@ class Allocator:
 
     def _debug_view(self, addr: int, size: int | None = None) -> memoryview:
         assert self._debugger is not None
-        record = self._debugger.record(
-            checked_address(addr), "view"
-        )  # one look: it may be freed next
+        # One look at the record: another thread may free the block just after.
+        record = self._debugger.record(checked_address(addr), "view")
         usable = record.size
         if size is None:
             size = usable
