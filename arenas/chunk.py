@@ -47,6 +47,7 @@ __all__ = [
     "SIZE_SZ",
     "calloc_request",
     "checked_address",
+    "checked_count",
     "checked_request",
     "checked_strdup",
     "chunk2mem",
@@ -70,23 +71,30 @@ SIZE_BITS = ~FLAG_BITS & 0xFFFF_FFFF_FFFF_FFFF
 MAX_REQUEST = (1 << 63) - 1 - 2 * MINSIZE
 
 
+def checked_count(value: object, what: str) -> int:
+    """``value`` as a count or an index: an int (not a bool) >= 0, else ``TypeError`` or
+    ``ValueError`` naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{what} must be >= 0, got {value}")
+    return int(value)
+
+
 def checked_request(
     size: object, what: str = "size", on_oom: Callable[[int], object] | None = None
 ) -> int:
-    """``size`` as a request: an int (not a bool) from 0 to ``MAX_REQUEST``.
+    """``size`` as a request: a count (:func:`checked_count`) up to ``MAX_REQUEST``.
 
-    Otherwise ``TypeError``, ``ValueError`` or ``OutOfMemory``, each naming
-    ``what``; ``on_oom(size)`` hears of an impossible size first.
+    Beyond it ``OutOfMemory``, naming ``what``; ``on_oom(size)`` hears of an
+    impossible size first.
     """
-    if isinstance(size, bool) or not isinstance(size, int):
-        raise TypeError(f"{what} must be an int, not {type(size).__name__}")
-    if size < 0:
-        raise ValueError(f"{what} must be >= 0, got {size}")
+    size = checked_count(size, what)
     if size > MAX_REQUEST:
         if on_oom is not None:
             on_oom(size)
         raise OutOfMemory(f"cannot allocate {size} bytes: larger than any request can be")
-    return int(size)
+    return size
 
 
 def calloc_request(n: object, size: object, on_oom: Callable[[int], object] | None = None) -> int:

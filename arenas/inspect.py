@@ -36,6 +36,7 @@ from .chunk import (
     PREV_INUSE,
     SIZE_BITS,
     checked_address,
+    checked_count,
 )
 from .heap import HEAP_INFO_SIZE, Heap
 from .slab import CLASS_SIZES, CLASS_SLAB_BYTES
@@ -78,21 +79,12 @@ def _allocator(alloc: Allocator | None) -> Allocator:
     return alloc
 
 
-def _whole(value: object, what: str) -> int:
-    """``value`` as a count or an index: an int (not a bool) >= 0, else a typed error."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{what} must be >= 0, got {value}")
-    return value
-
-
 def _arena(alloc: Allocator | None, index: int) -> tuple[Allocator, Arena]:
     alloc = _allocator(alloc)
     registry = alloc._registry
     with registry.reading():
         alloc._require_open()
-        if _whole(index, "arena") >= len(registry.arenas):
+        if checked_count(index, "arena") >= len(registry.arenas):
             raise ValueError(f"no arena {index}: there are {len(registry.arenas)}")
         return alloc, registry.arenas[index]
 
@@ -232,8 +224,8 @@ def vis_heap_chunks(
     alloc, a = _arena(alloc, arena)
     if addr is not None:
         addr = checked_address(addr)
-    count = _whole(count, "count")
-    max_rows = _whole(max_rows, "max_rows")
+    count = checked_count(count, "count")
+    max_rows = checked_count(max_rows, "max_rows")
     paint = _use_color(color)
     lines: list[str] = []
     with a.lock:
