@@ -3,36 +3,43 @@
 :class:`Allocator` is what a program talks to.  Each call does what glibc's
 wrappers do:
 
-* ``malloc``  size checks, then a request of ``mmap_threshold`` or more gets a
-  mapping of its own; anything else goes to the calling thread's arena
-  (``arena_get``: a thread-local lookup), under that arena's lock, with
-  ``arena_get_retry`` when the arena cannot serve;
-* ``free``    finds the owning arena from the address alone: an aligned heap by
-  masking (``heap_for_ptr``), the main heap by range, or a mapping by lookup,
-  and frees under *that* arena's lock, whichever thread calls;
+* ``malloc``  a request of at most ``SLAB_MAX`` bytes is served by the
+  calling thread's cache (:mod:`arenas.tcache`); a bigger one of
+  ``mmap_threshold`` or more gets a mapping of its own; anything else goes to
+  the calling thread's arena (``arena_get``: a thread-local lookup), under
+  that arena's lock, with ``arena_get_retry`` when the arena cannot serve;
+* ``free``    a slab block goes into the freeing thread's cache; a chunk
+  finds its arena from the address alone: an aligned heap by masking
+  (``heap_for_ptr``), the main heap by range, or a mapping by lookup, and is
+  freed under *that* arena's lock, whichever thread calls;
 * ``realloc``, ``memalign``, ``calloc`` the same, built on the arena's
   ``_int_*`` operations.
 
-Locking: the hot paths take exactly one arena lock.  The thread-local
-(``_tls``) needs none.  ``_registry`` has its reader-writer lock, used only
-when a thread attaches, detaches or asks for stats.  ``_closed`` is written
-under the registry write lock.
+Every path that reads or writes a block's bytes (a realloc's copy, a
+calloc's clear, the perturb fill) does it while the block is its own: just
+allocated, taken out of its live table (:meth:`ThreadCaches.claim`) or of
+the mapping table (:meth:`MmappedChunks.claim`), or under its arena's lock.
+So a racing free of the same block gets an error, never the bytes of a block
+someone else has by then, and never an unmapped page.
+
+Locking: the hot paths take at most one arena lock.  The thread caches need
+none (see :mod:`arenas.tcache`).  ``_registry`` has its reader-writer lock,
+used when a thread attaches or detaches and by ``check``, ``stats``,
+``trim``, ``mallopt`` and ``close``.  ``_closed`` is written under the
+registry's write lock and read without it (one attribute load).
 """
 
 from __future__ import annotations
 
 import ctypes
-import itertools
-import os
 import sys
-import threading
-import weakref
 from collections.abc import Callable
-from pickle import PickleBuffer
 from types import TracebackType
 from typing import Any, TextIO
 
+from . import fork
 from .arena import Arena
+from .block import Block
 from .chunk import (
     CHUNK_HDR_SZ,
     MALLOC_ALIGNMENT,
@@ -40,12 +47,14 @@ from .chunk import (
     SIZE_SZ,
     calloc_request,
     checked_address,
+    checked_count,
     checked_request,
     checked_strdup,
     request2size,
 )
 from .debug import Debugger, Leak
 from .errors import (
+    CLOSED,
     AllocatorError,
     DoubleFree,
     HeapCorruption,
@@ -53,12 +62,12 @@ from .errors import (
     OutOfMemory,
     for_call,
 )
+from .fork import Lockable
 from .heap import Heap, HeapTable
 from .large import MmappedChunks
 from .memory import BufferRegion, Region, SystemBudget, retry_deferred_unmaps
 from .registry import ArenaRegistry
 from .slab import (
-    CLASS_OF,
     CLASS_SIZES,
     CLASS_SLAB_BYTES,
     NCLASSES,
@@ -66,155 +75,15 @@ from .slab import (
     Slab,
     SlabTable,
     release_spares,
-    return_blocks,
-    take_blocks,
 )
 from .stats import ArenaStats, Stats, format_malloc_info, format_malloc_stats
+from .tcache import HotPath, ThreadCache, ThreadCaches, cache_counts
 from .tunables import DEFAULT_MMAP_THRESHOLD_MAX, Params, mallopt_name, validate
 
 __all__ = ["Allocator", "Block"]
 
 _memset = ctypes.memset
-
-
-_tokens = itertools.count(1)
-
-
-# A miss in one class first looks at the caches of this many next bigger
-# classes: one class up is at most a quarter bigger above 128 bytes, 16 bytes
-# below.  More borrowing measured worse (docs/slabs.md): a borrowed block
-# wastes more, and pins the slab of the block it stands in for.
-TCACHE_BORROW = 1
-_BORROW_FROM: tuple[tuple[int, ...], ...] = tuple(
-    tuple(range(cls + 1, min(cls + 1 + TCACHE_BORROW, NCLASSES))) for cls in range(NCLASSES)
-)
-
-
-def _tcache_counts(count: int, max_bytes: int) -> list[int]:
-    """Per size class, how many blocks a thread's cache may hold."""
-    return [min(count, max_bytes // size) for size in CLASS_SIZES]
-
-
-class _ThreadState:
-    """What one thread holds in one allocator; its finalizer is the thread-exit hook.
-
-    ``tcache`` is the thread's cache (glibc's tcache): per size class, a list
-    of free block addresses that only this thread touches, so it needs no lock.
-    ``fill`` is, per class, how many blocks the next refill takes: it starts
-    at one and doubles with each miss, up to half the cache (jemalloc adapts
-    its fill count the same way), so a class the thread uses a few times
-    does not pull half a cache of blocks it will never use.
-    When the thread ends, normally or by an exception, CPython clears the
-    thread's ``threading.local`` dicts, this object is dropped, and
-    ``__del__`` flushes the cache and detaches the thread from its arena.
-    """
-
-    __slots__ = ("__weakref__", "arena", "fill", "owner", "pid", "tcache", "token")
-
-    def __init__(self, owner: Allocator, arena: Arena) -> None:
-        self.owner = weakref.ref(owner)
-        self.arena = arena
-        self.pid = os.getpid()
-        self.token = next(_tokens)
-        self.tcache: list[list[int]] = [[] for _ in range(NCLASSES)]
-        self.fill = [1] * NCLASSES
-
-    def __del__(self) -> None:
-        owner = self.owner()
-        # A forked child drops the parent's other threads: their states are stale.
-        if owner is not None and self.pid == os.getpid():
-            owner._thread_exit(self)
-
-
-CLOSED = "the allocator is closed"
-
-
-class _Closed:
-    """Stands in for the thread-local once the allocator is closed."""
-
-    @property
-    def arena(self) -> Arena:
-        raise AllocatorError(CLOSED)
-
-    @property
-    def tcache(self) -> list[list[int]]:
-        raise AllocatorError(CLOSED)
-
-
-class Block:
-    """A block with its view: ``.addr``, ``.size``, ``.view``, ``.free()``.
-
-    ``view`` is a writable memoryview of exactly ``size`` bytes.  ``free()``
-    releases the view first, so any later touch raises ``ValueError`` instead
-    of reaching bytes that may belong to someone else by then.  While views
-    made from it (slices, ``memoryview(view)``, ``numpy.frombuffer``) are
-    alive, ``free()`` raises ``BufferError`` and frees nothing.
-
-    Slices of a memoryview share its buffer and outlive ``release()``, so
-    the view is not the allocator's own (a slice of a whole region's view),
-    but one with a buffer of its own on top of it: every slice made from it
-    holds an export of ``_under``, and ``_under.release()`` fails while any
-    of them is alive.
-    """
-
-    __slots__ = ("_allocator", "_freed", "_under", "addr", "size", "view")
-
-    def __init__(self, allocator: Allocator, addr: int, size: int) -> None:
-        self._allocator = allocator
-        self.addr = addr
-        self.size = size
-        self._under = allocator.view(addr, size)
-        self.view = self._own_view()
-        self._freed = False
-
-    def _own_view(self) -> memoryview:
-        # PickleBuffer hands out _under's buffer itself: the memoryview made
-        # from it starts a new buffer, exported by _under, not a slice of it.
-        exporter = PickleBuffer(self._under)
-        view = memoryview(exporter)
-        exporter.release()
-        return view
-
-    @property
-    def freed(self) -> bool:
-        return self._freed
-
-    def free(self) -> None:
-        if self._freed:
-            raise InvalidPointer(f"block {self.addr:#x} was already freed through this Block")
-        try:
-            self.view.release()
-        except BufferError as exc:
-            raise BufferError(
-                f"cannot free block {self.addr:#x}: its view is still exported"
-                " (release the objects made from it first)"
-            ) from exc
-        try:
-            self._under.release()
-        except BufferError as exc:
-            self.view = self._own_view()  # nothing was freed: the Block stays whole
-            raise BufferError(
-                f"cannot free block {self.addr:#x}: slices or copies of its view are"
-                " still alive (release or drop them first)"
-            ) from exc
-        self._allocator.free(self.addr)
-        self._freed = True
-
-    def __enter__(self) -> Block:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if not self._freed:
-            self.free()
-
-    def __repr__(self) -> str:
-        state = "freed" if self._freed else "live"
-        return f"<Block {state} addr={self.addr:#x} size={self.size}>"
+_memmove = ctypes.memmove
 
 
 class Allocator:
@@ -233,10 +102,14 @@ class Allocator:
     ``debug=True`` adds fill bytes, an integrity word and guard bytes to every
     block (see :mod:`arenas.debug`); damage is reported at ``free`` and
     ``check()``, and ``report_leaks()`` lists the live blocks.
+
+    ``malloc`` and ``free`` are the thread cache's hit path
+    (:class:`arenas.tcache.HotPath`), bound to this allocator when it is made
+    and never rebound: a reference taken at any time sees every later change.
     """
 
-    # Methods an instance may rebind to a faster or a debugging version.
-    _REBOUND = ("malloc", "free", "realloc", "calloc", "memalign", "usable_size", "view")
+    malloc: Callable[[int], int]
+    free: Callable[[int], None]
 
     def __init__(
         self,
@@ -264,36 +137,46 @@ class Allocator:
         self._heap_mask = ~(mp.heap_max_size - 1)
         self._mmapped = MmappedChunks(self._budget)
         self._slab_table = SlabTable()
-        # Every slab block handed to the user: address -> size class.  One dict
-        # operation (atomic under the GIL) is what makes double and invalid
-        # frees exact on the lock-free fast path.
-        self._live: dict[int, int] = {}
-        # How many blocks of each class a thread may cache: tcache_count, but no
-        # more than tcache_max_bytes of one class (none of a class above it).
-        self._tcache_counts = _tcache_counts(mp.tcache_count, mp.tcache_max_bytes)
-        # Every thread's cache, by token, so that check(), stats() and a forked
-        # child can see them; guarded by the registry lock.
-        self._caches: dict[int, list[list[int]]] = {}
         self._registry = ArenaRegistry(
             self._new_arena, mp.arena_limit(), prefer_main=main_region is not None
         )
         main_heap = self._registry.main.heap
         self._main_lo = main_heap.base
         self._main_hi = main_heap.base + main_heap.max_size
-        self._tls: Any = threading.local()
         self._closed = False
-        # Told whenever the bound fast paths change (see _install_fast_paths).
-        self._rebind_observers: list[Callable[[Allocator], None]] = []
+        self._caches = ThreadCaches(
+            self._registry,
+            self._slab_table,
+            mp,
+            cache_counts(mp.tcache_count, mp.tcache_max_bytes),
+        )
+        hot = HotPath(
+            self._caches.tls,
+            self.malloc_slow,
+            self.free_slow,
+            module=__name__,
+            owner=type(self).__qualname__,
+        )
+        # The plain paths, whatever the mode: what debug mode wraps.
+        self._malloc = hot.malloc
+        self._free = hot.free
+        self.malloc = hot.malloc
+        self.free = hot.free
         self._debugger: Debugger | None = None
         if debug:
-            self._debugger = Debugger(
-                Allocator.malloc.__get__(self),
-                Allocator.free.__get__(self),
-                Allocator.memalign.__get__(self),
-                on_oom=on_oom,
+            self._debugger = debugger = Debugger(
+                hot.malloc, hot.free, Allocator.memalign.__get__(self), on_oom=on_oom
             )
-        self._install_fast_paths()
-        _live_allocators.add(self)
+            self.malloc = debugger.malloc
+            self.free = debugger.free
+            self.realloc = debugger.realloc  # type: ignore[method-assign]
+            self.calloc = debugger.calloc  # type: ignore[method-assign]
+            self.memalign = debugger.memalign  # type: ignore[method-assign]
+            self.usable_size = debugger.usable_size  # type: ignore[method-assign]
+            self.view = self._debug_view  # type: ignore[method-assign]
+        if mp.perturb:
+            self._caches.gate(True)
+        fork.register(self, fork.ALLOCATOR)
 
     def _new_arena(self, index: int) -> Arena:
         region = self._main_region if index == 0 else None
@@ -304,20 +187,16 @@ class Allocator:
         """The tunables in force."""
         return self._mp.as_dict()
 
-    # ============================================================ arena_get
-    def _attach_thread(self) -> Arena:
-        """The slow path of ``arena_get``: this thread's first allocation."""
-        self._require_open()
-        registry = self._registry
-        arena = registry.arena_get2()
-        state = _ThreadState(self, arena)
-        with registry.writing():
-            self._caches[state.token] = state.tcache
-        tls = self._tls
-        tls.arena = arena
-        tls.tcache = state.tcache
-        tls.state = state
-        return arena
+    @property
+    def caches(self) -> ThreadCaches:
+        """The thread caches: read-only views for ``inspect`` and the module functions."""
+        return self._caches
+
+    def arena_list(self) -> list[Arena]:
+        """The arenas, read under the registry's lock (each is then read under its own)."""
+        with self._registry.reading():
+            self._require_open()
+            return list(self._registry.arenas)
 
     def _require_open(self) -> None:
         """Raise ``AllocatorError`` once the allocator is closed: its arenas are
@@ -325,145 +204,52 @@ class Allocator:
         if self._closed:
             raise AllocatorError(CLOSED)
 
-    def _switch_arena(self, arena: Arena) -> None:
-        self._tls.arena = arena
-        self._tls.state.arena = arena
-
-    def _thread_exit(self, state: _ThreadState) -> None:
-        if self._closed:
-            return
-        registry = self._registry
-        with registry.writing():
-            self._flush_cache(state.tcache)
-            self._caches.pop(state.token, None)
-            registry._detach(state.arena)
-
-    def _flush_cache(self, tcache: list[list[int]]) -> None:
-        for cls, cached in enumerate(tcache):
-            if cached:
-                blocks = cached[:]
-                cached.clear()
-                self._return_blocks(cls, blocks)
-
     def thread_arena(self) -> int:
         """The index of the calling thread's arena (attaching it if needed)."""
-        try:
-            arena: Arena = self._tls.arena
-        except AttributeError:
-            arena = self._attach_thread()
-        return arena.index
+        return self._caches.current().arena.index
 
     # ================================================================ malloc
-    def malloc(self, size: int) -> int:
-        """Allocate ``size`` bytes; return the real address of the first one."""
+    def malloc_slow(self, size: Any) -> int:
+        """``malloc``'s slow path: whatever its hit path could not serve."""
         if size.__class__ is int and 0 <= size <= SLAB_MAX:
-            # The fast path: a hit in this thread's cache takes no lock.
-            try:
-                cached = self._tls.tcache[CLASS_OF[size]]
-            except AttributeError:
-                self._attach_thread()
-                cached = self._tls.tcache[CLASS_OF[size]]
-            if cached:
-                addr: int = cached.pop()
-                self._live[addr] = CLASS_OF[size]
-                return addr
-            return self._malloc_refill(size, cached)
-        return self._malloc_chunk(size)
-
-    def _malloc_refill(self, size: int, cached: list[int]) -> int:
-        """A cache miss: a cached block of a slightly bigger class, or a batch from the slabs.
-
-        A block cached in one of the next ``TCACHE_BORROW`` classes is already
-        held by this thread: serving the request with it costs no lock and no
-        new memory, where a refill would take more (docs/slabs.md measures
-        what it saves).
-        """
-        cls = CLASS_OF[size]
-        tls = self._tls
-        tcache: list[list[int]] = tls.tcache
-        for bigger in _BORROW_FROM[cls]:
-            spare = tcache[bigger]
-            if spare:
-                addr: int = spare.pop()
-                self._live[addr] = bigger
-                return addr
-        fill: list[int] = tls.state.fill
-        want = fill[cls]
-        most = (self._tcache_counts[cls] >> 1) + 1
-        if want < most:
-            fill[cls] = min(want * 2, most)
+            caches = self._caches
+            addr = caches.serve(caches.current(), size)
+            if not addr:  # no room for a whole slab: an ordinary chunk may still fit
+                addr = self._malloc_chunk(size)
         else:
-            want = most  # (tcache_count may have been lowered since)
-        arena: Arena = tls.arena
-        table = self._slab_table
-        main = self._registry.main
-        with arena.lock:
-            blocks = take_blocks(arena, cls, want, table, grow=arena is main)
-        if not blocks:
-            if arena is not main:
-                blocks = self._refill_elsewhere(arena, main, cls, want)
-            if not blocks:
-                # No room for a whole slab: an ordinary chunk may still fit.
-                return self._malloc_chunk(size)
-        blocks.reverse()
-        addr = blocks.pop()
-        cached.extend(blocks)
-        self._live[addr] = cls
+            addr = self._malloc_chunk(size)
+        perturb = self._mp.perturb
+        if perturb:  # (the block is ours alone until we return it)
+            _memset(addr, perturb ^ 0xFF, self._locate(addr, "malloc")[1])
         return addr
 
-    def _refill_elsewhere(self, arena: Arena, main: Arena, cls: int, want: int) -> list[int]:
-        """A non-main arena would have to grow its heap for a new slab.
-
-        Memory the main arena holds already freed (blocks in its partial
-        slabs, free chunks left by a burst that ended) is used first, if its
-        lock is free at once: otherwise a thread that finished its work on
-        the main arena pins memory there that no other thread can reach.
-        The main arena's top is left alone, so that threads stay on their
-        own arenas while there is no freed memory to reuse.  Then the arena
-        grows; then the main arena grows (glibc's ``arena_get_retry``).
-        """
-        table = self._slab_table
-        blocks: list[int] = []
-        if main.lock.acquire(blocking=False):
-            try:
-                blocks = take_blocks(main, cls, want, table, top=False, grow=False)
-            finally:
-                main.lock.release()
-        if not blocks:
-            with arena.lock:
-                blocks = take_blocks(arena, cls, want, table)
-        if not blocks:
-            with main.lock:
-                blocks = take_blocks(main, cls, want, table)
-        return blocks
-
-    def _malloc_chunk(self, size: int) -> int:
+    def _malloc_chunk(self, size: Any) -> int:
         """glibc's malloc proper: a chunk from the arena, or a mapping of its own."""
         if size.__class__ is not int or size < 0 or size > MAX_REQUEST:
             size = self._size(size)
-        nb = (size + 23) & ~15 if size > 8 else 32
-        if nb >= self._mp.mmap_threshold:
-            mem = self._mmapped.alloc(nb, MALLOC_ALIGNMENT, self._mp.mmap_max)
+        cache = self._caches.current()
+        nb = request2size(size)
+        mp = self._mp
+        if nb >= mp.mmap_threshold:
+            mem = self._mmapped.alloc(nb, MALLOC_ALIGNMENT, mp.mmap_max)
             if mem:
                 return mem
-        try:
-            arena: Arena = self._tls.arena
-        except AttributeError:
-            arena = self._attach_thread()
+        arena = cache.arena
         with arena.lock:
             mem = arena._int_malloc(nb)
         if mem:
             return mem
-        return self._arena_get_retry(arena, nb, 0, size)
+        return self._arena_get_retry(cache, nb, 0, size)
 
-    def _arena_get_retry(self, arena: Arena, nb: int, alignment: int, size: int) -> int:
+    def _arena_get_retry(self, cache: ThreadCache, nb: int, alignment: int, size: int) -> int:
         """glibc's ``arena_get_retry``: the main arena, or from it another one."""
         registry = self._registry
+        arena = cache.arena
         if arena is not registry.main:
             other = registry.main
         else:
             other = registry.arena_get2(avoid=arena, replaced=arena)
-            self._switch_arena(other)
+            self._caches.switch_arena(cache, other)
         if other is not arena:
             with other.lock:
                 mem = other._int_memalign(alignment, nb) if alignment else other._int_malloc(nb)
@@ -492,9 +278,10 @@ class Allocator:
     def calloc(self, n: int, size: int) -> int:
         """Allocate ``n * size`` zeroed bytes; an overflowing product raises ``OutOfMemory``."""
         total = calloc_request(n, size, self._on_oom)
-        mem = Allocator.malloc(self, total)  # never perturbed, as in glibc
-        if mem not in self._mmapped.chunks:  # fresh mappings are already zero
-            _memset(mem, 0, self.usable_size(mem))
+        mem = self._malloc(total)
+        # Fresh mappings are zero already, unless perturb filled them.
+        if self._mp.perturb or mem not in self._mmapped.chunks:
+            _memset(mem, 0, self._locate(mem, "calloc")[1])  # (ours alone: just allocated)
         return mem
 
     def memalign(self, alignment: int, size: int) -> int:
@@ -504,101 +291,59 @@ class Allocator:
             raise ValueError(f"alignment must be a power of two, got {alignment}")
         size = self._size(size)
         if alignment <= MALLOC_ALIGNMENT:
-            return Allocator.malloc(self, size)
+            return self._malloc(size)
         if size > MAX_REQUEST - alignment - 64:
             raise self._oom(size, f"cannot allocate {size} bytes aligned to {alignment}")
+        cache = self._caches.current()
         nb = request2size(size)
         if nb + alignment >= self._mp.mmap_threshold:
             mem = self._mmapped.alloc(nb, alignment, self._mp.mmap_max)
             if mem:
                 return mem
-        try:
-            arena: Arena = self._tls.arena
-        except AttributeError:
-            arena = self._attach_thread()
+        arena = cache.arena
         with arena.lock:
             mem = arena._int_memalign(alignment, nb)
         if mem:
             return mem
-        return self._arena_get_retry(arena, nb, alignment, size)
+        return self._arena_get_retry(cache, nb, alignment, size)
 
     def strdup(self, data: bytes | bytearray | memoryview) -> int:
         """A NUL-terminated copy of ``data`` (any bytes-like object)."""
-        src = checked_strdup(data)
-        n = src.nbytes
-        mem = self.malloc(n + 1)
-        dst = self.view(mem, n + 1)
-        dst[:n] = src
-        dst[n] = 0
-        dst.release()
+        src = checked_strdup(data).tobytes()
+        mem = self.malloc(len(src) + 1)
+        _memmove(mem, src + b"\0", len(src) + 1)  # (ours alone: just allocated)
         return mem
 
     # ================================================================== free
-    def free(self, addr: int) -> None:
-        """Free the block at ``addr``; ``free(0)`` does nothing."""
-        cls = self._live.pop(addr, None)
-        if cls is not None:
-            self._free_popped(addr, cls)
+    def free_slow(self, addr: Any) -> None:
+        """``free``'s slow path: whatever its hit path could not take (another thread's
+        block, a chunk, a mapping, or a bad address)."""
+        addr = checked_address(addr)
+        if addr == 0:
             return
-        try:
-            heap = self._heaps.get(addr & self._heap_mask)
-        except TypeError:
-            heap = None
-        if heap is None:
-            self._free_slow(addr)
+        caches = self._caches
+        cls = caches.claim(addr)
+        if cls is not None:  # another thread's slab block: ours alone now
+            caches.free_popped(caches.current(), addr, cls)
             return
-        arena = heap.arena
-        try:
-            with arena.lock:
-                arena._int_free(heap, addr)
-        except InvalidPointer as exc:
-            raise self._diagnose_slab(addr) or exc from None
-
-    def _free_popped(self, addr: int, cls: int) -> None:
-        """Free a slab block already taken out of ``_live``: into this thread's cache,
-        whichever thread allocated it, or home when the cache is full."""
-        if addr.__class__ is not int:
-            self._live[int(addr)] = cls
-            checked_address(addr)
-        try:
-            cached = self._tls.tcache[cls]
-        except AttributeError:
-            self._attach_thread()
-            cached = self._tls.tcache[cls]
-        if len(cached) < self._tcache_counts[cls]:
-            cached.append(addr)
+        heap = self._heap_of(addr)
+        if heap is not None:
+            arena = heap.arena
+            try:
+                with arena.lock:
+                    arena._int_free(heap, addr)
+            except InvalidPointer as exc:
+                raise self._diagnose_slab(addr) or exc from None
             return
-        self._flush(cls, cached, addr)
-
-    def _flush(self, cls: int, cached: list[int], addr: int) -> None:
-        """The cache of this class is full: send half of it, and ``addr``, home."""
-        keep = len(cached) >> 1
-        blocks = cached[keep:]
-        del cached[keep:]
-        blocks.append(addr)
-        self._return_blocks(cls, blocks)
-
-    def _return_blocks(self, cls: int, blocks: list[int]) -> None:
-        """Give blocks back to their slabs, each under its own arena's lock."""
-        table = self._slab_table
-        owners = table.owners(blocks, cls)
-        keep_spare = self._tcache_counts[cls] == 0
-        arena = owners[0].arena
-        for slab in owners:
-            if slab.arena is not arena:
-                break
-        else:  # the usual case: one arena, one lock
-            with arena.lock:
-                return_blocks(arena, cls, blocks, owners, table, keep_spare)
-            return
-        by_arena: dict[Arena, tuple[list[int], list[Slab]]] = {}
-        for addr, slab in zip(blocks, owners, strict=True):
-            mine, theirs = by_arena.setdefault(slab.arena, ([], []))
-            mine.append(addr)
-            theirs.append(slab)
-        for arena, (mine, theirs) in by_arena.items():
-            with arena.lock:
-                return_blocks(arena, cls, mine, theirs, table, keep_spare)
+        size = self._mmapped.free(addr)
+        if size is None:
+            raise self._foreign(addr)
+        mp = self._mp
+        # glibc's dynamic threshold: a freed mapping raises the bar for the next
+        # one.  (Two racing frees may both write it: either value is a valid one.)
+        if not mp.no_dyn_threshold and mp.mmap_threshold < size <= DEFAULT_MMAP_THRESHOLD_MAX:
+            mp.mmap_threshold = size
+            mp.trim_threshold = 2 * size
 
     def _diagnose_slab(self, addr: int) -> InvalidPointer | None:
         """If ``addr`` points into a slab, say exactly what is wrong with it."""
@@ -609,30 +354,9 @@ class Allocator:
             return InvalidPointer(
                 f"free(): invalid pointer {addr:#x}: inside a {slab.size}-byte slab block"
             )
-        if any(addr in cache[slab.cls] for cache in list(self._caches.values())):
+        if self._caches.in_a_bin(addr, slab.cls):
             return DoubleFree(f"free(): double free detected in tcache: {addr:#x}")
         return DoubleFree(f"free(): double free detected: slab block {addr:#x} is already free")
-
-    def _free_slow(self, addr: int) -> None:
-        addr = checked_address(addr)
-        if addr == 0:
-            return
-        if self._main_lo <= addr < self._main_hi:
-            main = self._registry.main
-            try:
-                with main.lock:
-                    main._int_free(main.heap, addr)
-            except InvalidPointer as exc:
-                raise self._diagnose_slab(addr) or exc from None
-            return
-        size = self._mmapped.free(addr)
-        if size is None:
-            raise self._foreign(addr)
-        mp = self._mp
-        # glibc's dynamic threshold: a freed mapping raises the bar for the next one.
-        if not mp.no_dyn_threshold and mp.mmap_threshold < size <= DEFAULT_MMAP_THRESHOLD_MAX:
-            mp.mmap_threshold = size
-            mp.trim_threshold = 2 * size
 
     def _foreign(self, addr: int) -> AllocatorError:
         if self._closed:
@@ -652,33 +376,75 @@ class Allocator:
             size = self._size(size)
         addr = addr if addr.__class__ is int else checked_address(addr)
         if addr == 0:
-            return self.malloc(size)
+            return self._malloc(size)
         if size == 0:
-            self.free(addr)
+            self._free(addr)
             return 0
-        region, usable = self._locate(addr, "realloc")
-        cls = self._live.get(addr)
+        cls = self._caches.claim(addr)
         if cls is not None:
-            if size <= usable:
-                return addr  # a slab block keeps its class when it shrinks
-            new = self.malloc(size)
-            self._locate(new, "realloc")[0].view(new, usable)[:] = region.view(addr, usable)
-            self.free(addr)
-            return new
-        nb = request2size(size)
+            return self._realloc_slab_block(addr, cls, size)
         heap = self._heap_of(addr)
         if heap is not None:
-            arena = heap.arena
+            return self._realloc_chunk(heap, addr, size)
+        return self._realloc_mapped(addr, size)
+
+    def _realloc_slab_block(self, addr: int, cls: int, size: int) -> int:
+        """``addr`` was claimed from its live table: no other thread can free it now."""
+        caches = self._caches
+        cache = caches.current()
+        usable = CLASS_SIZES[cls]
+        if size <= usable:  # a slab block keeps its class when it shrinks
+            caches.unclaim(cache, addr, cls)
+            return addr
+        try:
+            new = self._malloc(size)
+        except BaseException:
+            caches.unclaim(cache, addr, cls)
+            raise
+        _memmove(new, addr, usable)
+        caches.free_popped(cache, addr, cls)
+        return new
+
+    def _realloc_chunk(self, heap: Heap, addr: int, size: int) -> int:
+        nb = request2size(size)
+        arena = heap.arena
+        try:
             with arena.lock:
                 new = arena._int_realloc(heap, addr, nb, nb < self._mp.mmap_threshold)
-            if new:
-                return new
-        elif usable + CHUNK_HDR_SZ >= nb and usable < 2 * nb:
-            return addr  # a mapping that already fits, without wasting half of it
-        new = self.malloc(size)
-        n = min(usable, size)
-        self._locate(new, "realloc")[0].view(new, n)[:] = region.view(addr, n)
-        self.free(addr)
+        except InvalidPointer as exc:
+            raise for_call(self._diagnose_slab(addr) or exc, "realloc", addr) from None
+        if new:
+            return new
+        # It has to move out of this arena: to a mapping, or to another arena.
+        new = self._malloc(size)
+        try:
+            with arena.lock:
+                old = arena.checked_chunk(heap, addr)  # (another thread may have freed it)
+                _memmove(new, addr, min(old - SIZE_SZ, size))
+                arena._int_free(heap, addr)
+        except BaseException:
+            self._free(new)
+            raise
+        return new
+
+    def _realloc_mapped(self, addr: int, size: int) -> int:
+        mapped = self._mmapped
+        claimed = mapped.claim(addr)
+        if claimed is None:
+            raise for_call(self._foreign(addr), "realloc", addr)
+        region, chunk_size = claimed
+        usable = chunk_size - CHUNK_HDR_SZ
+        nb = request2size(size)
+        if usable + CHUNK_HDR_SZ >= nb and usable < 2 * nb:
+            mapped.restore(addr, region)  # it fits, without wasting half of it
+            return addr
+        try:
+            new = self._malloc(size)
+        except BaseException:
+            mapped.restore(addr, region)
+            raise
+        _memmove(new, addr, min(usable, size))
+        mapped.release(region)
         return new
 
     # ============================================================ inspection
@@ -694,7 +460,7 @@ class Allocator:
         """The region holding the live block ``addr`` and its usable size; errors name ``op``."""
         if addr.__class__ is not int:
             addr = checked_address(addr)
-        cls = self._live.get(addr)
+        cls = self._caches.find(addr)
         if cls is not None:
             slab = self._slab_table.owners([addr], cls)[0]
             return slab.heap.region, CLASS_SIZES[cls]
@@ -705,10 +471,10 @@ class Allocator:
                 bad = self._diagnose_slab(addr) or heap.arena.diagnose_bad_pointer(addr)
                 raise for_call(bad, op, addr)
             return heap.region, size - SIZE_SZ
-        region = self._mmapped.chunks.get(addr)
-        if region is None:
+        found = self._mmapped.lookup(addr)
+        if found is None:
             raise for_call(self._foreign(checked_address(addr)), op, addr)
-        return region, self._mmapped.chunk_size(region, addr) - CHUNK_HDR_SZ
+        return found[0], found[1] - CHUNK_HDR_SZ
 
     def usable_size(self, addr: int) -> int:
         """How many bytes the block at ``addr`` can hold (glibc's ``malloc_usable_size``)."""
@@ -717,18 +483,33 @@ class Allocator:
         return self._locate(addr, "usable_size")[1]
 
     def view(self, addr: int, size: int | None = None) -> memoryview:
-        """A writable view of the block at ``addr``: ``size`` bytes, or all usable bytes."""
+        """A writable view of the block at ``addr``: ``size`` bytes, or all usable bytes.
+
+        The view keeps the block's memory mapped, but not the block allocated:
+        after a ``free``, it reads what is there then (use :meth:`alloc` for a
+        view that cannot outlive its block).
+        """
         region, usable = self._locate(addr, "view")
+        return self._view_of(region, addr, usable, size)
+
+    def _view_of(self, region: Region, addr: int, usable: int, size: int | None) -> memoryview:
         if size is None:
             size = usable
-        elif size.__class__ is not int or not 0 <= size <= usable:
-            self._size(size)
+        elif checked_count(size, "size") > usable:
             raise ValueError(f"view of {size} bytes exceeds block {addr:#x} ({usable} usable)")
-        return region.view(addr, size)
+        try:
+            return region.view(addr, size)
+        except ValueError:  # freed and its heap unmapped after we found it
+            raise InvalidPointer(f"view(): use after free: {addr:#x} is already free") from None
 
     def alloc(self, size: int) -> Block:
         """Allocate ``size`` bytes as a :class:`Block` (with a view of exactly ``size``)."""
-        return Block(self, self.malloc(size), size)
+        addr = self.malloc(size)
+        try:
+            return Block(self, addr, size)
+        except BaseException:
+            self.free(addr)
+            raise
 
     def heap_for_ptr(self, addr: int) -> int:
         """The base address of the heap holding block ``addr`` (``addr & ~(HEAP_MAX_SIZE-1)``
@@ -787,9 +568,7 @@ class Allocator:
             owned = sum(len(a.heaps) for a in registry.arenas if not a.is_main)
             if owned != len(self._heaps):
                 raise HeapCorruption("the heap table holds heaps no arena owns")
-        with self._mmapped.lock:
-            for mem, region in self._mmapped.chunks.items():
-                self._mmapped.chunk_size(region, mem)
+        self._mmapped.check()
         if self._debugger is not None:
             self._debugger.check()
 
@@ -832,10 +611,15 @@ class Allocator:
             seen.add(addr)
             held[slab] = held.get(slab, 0) + 1
 
-        for addr, cls in list(self._live.items()):
-            claim(addr, cls, "live")
-        for cache in self._caches.values():
-            for cls, cached in enumerate(cache):
+        caches = self._caches
+        live_tables = caches.live_tables
+        if len({id(t) for t in live_tables}) != len(live_tables):
+            raise HeapCorruption("a thread's live table is listed twice")
+        for table_ in live_tables:
+            for addr, cls in table_.copy().items():
+                claim(addr, cls, "live")
+        for bins in caches.cached_blocks().values():
+            for cls, cached in enumerate(bins):
                 for addr in cached:
                     claim(addr, cls, "cached")
         for arena in arenas:
@@ -857,31 +641,28 @@ class Allocator:
     def stats(self) -> Stats:
         """A snapshot of every arena and mapping (glibc's ``mallinfo2`` and more)."""
         per: list[ArenaStats] = []
-        with self._registry.reading():
-            self._require_open()
-            arenas = list(self._registry.arenas)
-        if arenas:
-            for arena in arenas:
-                with arena.lock:
-                    top = arena.top_size()
-                    per.append(
-                        ArenaStats(
-                            index=arena.index,
-                            attached_threads=arena.attached_threads,
-                            heaps=len(arena.heaps),
-                            system_bytes=arena.system_mem,
-                            in_use_bytes=arena.inuse_bytes,
-                            free_bytes=arena.system_mem - arena.inuse_bytes,
-                            top_bytes=top,
-                            max_system_bytes=arena.max_system_mem,
-                            free_chunks=len(arena.bins.free),
-                            in_use_chunks=len(arena.in_use),
-                        )
+        arenas = self.arena_list()
+        for arena in arenas:
+            with arena.lock:
+                top = arena.top_size()
+                per.append(
+                    ArenaStats(
+                        index=arena.index,
+                        attached_threads=arena.attached_threads,
+                        heaps=len(arena.heaps),
+                        system_bytes=arena.system_mem,
+                        in_use_bytes=arena.inuse_bytes,
+                        free_bytes=arena.system_mem - arena.inuse_bytes,
+                        top_bytes=top,
+                        max_system_bytes=arena.max_system_mem,
+                        free_chunks=len(arena.bins.free),
+                        in_use_chunks=len(arena.in_use),
                     )
+                )
         with self._registry.reading():
             tcache_blocks = tcache_bytes = 0
-            for cache in self._caches.values():
-                for cls, cached in enumerate(cache):
+            for bins in self._caches.cached_blocks().values():
+                for cls, cached in enumerate(bins):
                     tcache_blocks += len(cached)
                     tcache_bytes += len(cached) * CLASS_SIZES[cls]
         slab_count = slab_bytes = slab_free = 0
@@ -891,7 +672,7 @@ class Allocator:
                 for slab in arena.slabs.values():
                     slab_bytes += CLASS_SLAB_BYTES[slab.cls]
                     slab_free += slab.nfree
-        live = self._live
+        live = self._caches.live_blocks()
         mm = self._mmapped
         with mm.lock:
             hblks, hblkhd = len(mm.chunks), mm.mmapped_mem
@@ -916,7 +697,7 @@ class Allocator:
             slabs=slab_count,
             slab_bytes=slab_bytes,
             slab_blocks_live=len(live),
-            slab_live_bytes=sum(CLASS_SIZES[c] for c in list(live.values())),
+            slab_live_bytes=sum(CLASS_SIZES[c] for c in live.values()),
             slab_blocks_free=slab_free,
             tcache_blocks=tcache_blocks,
             tcache_bytes=tcache_bytes,
@@ -928,9 +709,7 @@ class Allocator:
 
     def malloc_info(self) -> str:
         """glibc's ``malloc_info`` XML: per arena, its free chunks by size, and totals."""
-        with self._registry.reading():
-            self._require_open()
-            arenas = list(self._registry.arenas)
+        arenas = self.arena_list()
         return format_malloc_info(self.stats(), [self._bin_histogram(a) for a in arenas])
 
     @staticmethod
@@ -960,18 +739,14 @@ class Allocator:
         home; then, in every arena: wholly free spare slabs are freed, heaps
         that emptied out are unmapped (in the middle of an arena's chain too),
         each top chunk is cut down to ``pad`` bytes, and whole pages inside
-        free chunks are advised away with ``MADV_DONTNEED``.
+        free chunks are advised away with ``MADV_DONTNEED``.  A ``pad``
+        larger than every top releases nothing from the tops.
         """
-        pad = self._size(pad, "pad")
-        registry = self._registry
-        state: _ThreadState | None = getattr(self._tls, "state", None)
-        with registry.writing():
-            self._require_open()
-            if state is not None:
-                self._flush_cache(state.tcache)
-            arenas = list(registry.arenas)
+        pad = checked_count(pad, "pad")
+        self._require_open()
+        self._caches.flush()
         released = 0
-        for arena in arenas:
+        for arena in self.arena_list():
             with arena.lock:
                 released += release_spares(arena, self._slab_table)
                 if not arena.is_main:
@@ -998,117 +773,22 @@ class Allocator:
                 mp.no_dyn_threshold = True
             elif name == "arena_max":
                 mp.arena_max_set = True
-            elif name in ("tcache_count", "tcache_max_bytes"):
-                self._tcache_counts = _tcache_counts(mp.tcache_count, mp.tcache_max_bytes)
             elif name == "max_heap_bytes":
                 self._budget.cap = value
             self._registry.arena_max = mp.arena_limit()
-        if name in ("perturb", "tcache_count", "tcache_max_bytes"):
-            self._install_fast_paths()
-            # This thread's cache obeys the new bounds at once; others as they free.
-            state: _ThreadState | None = getattr(self._tls, "state", None)
-            if state is not None:
-                with self._registry.writing():
-                    self._flush_cache(state.tcache)
+        if name in ("tcache_count", "tcache_max_bytes"):
+            self._caches.set_counts(cache_counts(mp.tcache_count, mp.tcache_max_bytes))
+            self._caches.flush()  # this thread obeys at once; the others as they free
+        elif name == "perturb":
+            self._caches.gate(bool(value))
 
-    # ============================================================ fast paths
-    def _install_fast_paths(self) -> None:
-        """Rebind this instance's methods for its current settings; tell the observers."""
-        for name in self._REBOUND:
-            self.__dict__.pop(name, None)
-        try:
-            self._bind_fast_paths()
-        finally:
-            for observer in self._rebind_observers:
-                observer(self)
-
-    def on_rebind(self, observer: Callable[[Allocator], None]) -> None:
-        """Call ``observer(self)`` now and whenever the bound methods change.
-
-        The module-level functions use this to hold the default allocator's
-        bound methods directly, with no extra call in between.
-        """
-        self._rebind_observers.append(observer)
-        observer(self)
-
-    def _bind_fast_paths(self) -> None:
-        """Bind ``malloc`` and ``free`` (and more in debug mode) to the fastest versions.
-
-        The methods of the class are the reference implementation.  The
-        closures below repeat only their first lines, a thread-cache hit, with
-        every name they touch held in a closure cell instead of looked up on
-        ``self``; anything else falls through to the class methods.  In debug
-        mode the Debugger's methods are bound; with ``perturb`` set, filling
-        versions are.  An allocator without those pays nothing for them.
-        """
-        debugger = self._debugger
-        if debugger is not None:
-            self.malloc = debugger.malloc  # type: ignore[method-assign]
-            self.free = debugger.free  # type: ignore[method-assign]
-            self.realloc = debugger.realloc  # type: ignore[method-assign]
-            self.calloc = debugger.calloc  # type: ignore[method-assign]
-            self.memalign = debugger.memalign  # type: ignore[method-assign]
-            self.usable_size = debugger.usable_size  # type: ignore[method-assign]
-            self.view = self._debug_view  # type: ignore[method-assign]
-            return
-        if self._mp.perturb:
-            self.malloc = self._malloc_perturbed  # type: ignore[method-assign]
-            self.free = self._free_perturbed  # type: ignore[method-assign]
-            return
-        tls = self._tls
-        live = self._live
-        counts = self._tcache_counts
-        class_of = CLASS_OF
-        reference_malloc: Callable[[int], int] = Allocator.malloc.__get__(self)
-        reference_free: Callable[[int], None] = Allocator.free.__get__(self)
-        free_popped = self._free_popped
-        refill = self._malloc_refill
-
-        def malloc(size: int) -> int:
-            if size.__class__ is int and size >= 0:
-                try:
-                    cls = class_of[size]  # IndexError above SLAB_MAX
-                    cached = tls.tcache[cls]  # AttributeError before the thread attaches
-                except (IndexError, AttributeError):
-                    cached = None  # (outside the handler, so errors do not chain to it)
-                if cached:
-                    addr: int = cached.pop()
-                    live[addr] = cls
-                    return addr
-                if cached is not None:
-                    return refill(size, cached)
-            return reference_malloc(size)
-
-        def free(addr: int) -> None:
-            cls = live.pop(addr, None)  # atomic: of two racing frees, one wins
-            if cls is None:
-                return reference_free(addr)
-            if addr.__class__ is int:
-                try:
-                    cached = tls.tcache[cls]
-                except AttributeError:
-                    return free_popped(addr, cls)
-                if len(cached) < counts[cls]:
-                    cached.append(addr)
-                    return None
-            return free_popped(addr, cls)
-
-        malloc.__doc__ = Allocator.malloc.__doc__
-        free.__doc__ = Allocator.free.__doc__
-        self.malloc = malloc  # type: ignore[method-assign]
-        self.free = free  # type: ignore[method-assign]
-
+    # ================================================================ debug
     def _debug_view(self, addr: int, size: int | None = None) -> memoryview:
         assert self._debugger is not None
         # One look at the record: another thread may free the block just after.
         record = self._debugger.record(checked_address(addr), "view")
-        usable = record.size
-        if size is None:
-            size = usable
-        elif size.__class__ is not int or not 0 <= size <= usable:
-            self._size(size)
-            raise ValueError(f"view of {size} bytes exceeds block {addr:#x} ({usable} bytes)")
-        return self._locate(record.raw, "view")[0].view(addr, size)
+        region = self._locate(record.raw, "view")[0]
+        return self._view_of(region, addr, record.size, size)
 
     def report_leaks(self) -> list[Leak]:
         """Live blocks with their sizes and allocating threads (needs ``debug=True``)."""
@@ -1116,32 +796,22 @@ class Allocator:
             raise AllocatorError("report_leaks() needs Allocator(debug=True)")
         return self._debugger.report_leaks()
 
-    def _malloc_perturbed(self, size: int) -> int:
-        addr = Allocator.malloc(self, size)
-        _memset(addr, self._mp.perturb ^ 0xFF, self.usable_size(addr))
-        return addr
-
-    def _free_perturbed(self, addr: int) -> None:
-        if addr:
-            _memset(addr, self._mp.perturb, self.usable_size(addr))
-        Allocator.free(self, addr)
-
     # ================================================================ close
     @property
     def closed(self) -> bool:
         return self._closed
 
     def close(self) -> None:
-        """Unmap every heap and mapping.  Every later call raises ``AllocatorError``."""
+        """Unmap every heap and mapping.  Every later call raises ``AllocatorError``.
+
+        Every thread's cache is emptied and gated first, so a ``malloc`` or
+        ``free`` taken from this allocator at any time raises too.
+        """
         with self._registry.writing():
             if self._closed:
                 return
             self._closed = True
-            self._tls = _Closed()
-            for name in self._REBOUND:
-                self.__dict__.pop(name, None)
-            for observer in self._rebind_observers:
-                observer(self)
+            self._caches.close()
             arenas = list(self._registry.arenas)
         for arena in arenas:
             with arena.lock:
@@ -1156,12 +826,10 @@ class Allocator:
             self._mmapped.chunks.clear()
         for region in regions:
             region.unmap()
-        self._live.clear()
-        self._caches.clear()
-        self._slab_table.slabs.clear()
+        with self._slab_table.lock:
+            self._slab_table.slabs.clear()
         self._main_hi = self._main_lo
         retry_deferred_unmaps()
-        _live_allocators.discard(self)
 
     def __enter__(self) -> Allocator:
         return self
@@ -1179,92 +847,22 @@ class Allocator:
         return f"<Allocator {state}>"
 
     # ================================================================= fork
-    def _fork_prepare(self) -> None:
-        self._fork_lock = self._registry.rwlock.gen_wlock()
-        self._fork_lock.acquire()
-        for arena in self._registry.arenas:
-            arena.lock.acquire()
-        self._heap_table.lock.acquire()
-        self._mmapped.lock.acquire()
+    def fork_locks(self) -> list[Lockable]:
+        """Registry and arenas, then heap table, slab table, mappings, budget (see fork.py)."""
+        return [
+            *self._registry.locks(),
+            *self._heap_table.locks(),
+            *self._slab_table.locks(),
+            *self._mmapped.locks(),
+            *self._budget.locks(),
+        ]
 
-    def _fork_parent(self) -> None:
-        self._mmapped.lock.release()
-        self._heap_table.lock.release()
-        for arena in reversed(self._registry.arenas):
-            arena.lock.release()
-        self._fork_lock.release()
-
-    def _fork_child(self) -> None:
-        for arena in self._registry.arenas:
-            arena.lock = threading.Lock()
-        self._heap_table.lock = threading.Lock()
-        self._mmapped.lock = threading.Lock()
-        self._budget.reset_lock()
-        self._slab_table.lock = threading.Lock()
-        tls = self._tls
-        survivor: Arena | None = getattr(tls, "arena", None)
-        self._registry.reset_after_fork(survivor)
-        state = getattr(tls, "state", None)
-        if state is not None:
-            state.pid = os.getpid()
-        # The other threads are gone; glibc leaks their tcaches, we take them back.
-        for token, cache in list(self._caches.items()):
-            if state is None or token != state.token:
-                self._flush_cache(cache)
-                del self._caches[token]
-        self._reclaim_orphans()
-
-    def _reclaim_orphans(self) -> None:
-        """In a forked child: return slab blocks that no one holds any more.
-
-        A thread that did not survive the fork may have been carrying blocks
-        between a slab and its cache (a refill, a flush, a block between the
-        cache and the live table).  Nothing can reach them now, and the only
-        thread left is inside ``os.fork``, not the allocator, so every block
-        that is neither live, cached nor free goes back to its slab.
-        """
-        held = set(self._live)
-        for cache in self._caches.values():
-            for cached in cache:
-                held.update(cached)
-        for arena in self._registry.arenas:
-            for slab in arena.slabs.values():
-                free = set(slab.free)
-                orphans = [
-                    addr
-                    for addr in range(slab.base + CHUNK_HDR_SZ, slab.bump, slab.size)
-                    if addr not in held and addr not in free
-                ]
-                if orphans:
-                    slab.free += orphans
-                    slab.nfree += len(orphans)
-                    arena.slab_partial[slab.cls][slab.base] = slab
-
-
-# ------------------------------------------------------------------ fork hooks
-# One set of hooks for the process; each live allocator takes part.
-_live_allocators: weakref.WeakSet[Allocator] = weakref.WeakSet()
-_forking: list[Allocator] = []
-
-
-def _before_fork() -> None:
-    _forking[:] = list(_live_allocators)
-    for allocator in _forking:
-        allocator._fork_prepare()
-
-
-def _after_fork_parent() -> None:
-    for allocator in _forking:
-        allocator._fork_parent()
-    _forking.clear()
-
-
-def _after_fork_child() -> None:
-    for allocator in _forking:
-        allocator._fork_child()
-    _forking.clear()
-
-
-os.register_at_fork(
-    before=_before_fork, after_in_parent=_after_fork_parent, after_in_child=_after_fork_child
-)
+    def fork_child(self) -> None:
+        cache: ThreadCache | None = getattr(self._caches.tls, "cache", None)
+        self._registry.reset_after_fork(cache.arena if cache is not None else None)
+        self._heap_table.reset_locks()
+        self._slab_table.reset_locks()
+        self._mmapped.reset_locks()
+        self._budget.reset_locks()
+        if not self._closed:
+            self._caches.fork_child()

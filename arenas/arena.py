@@ -27,6 +27,7 @@ Locking: every field of an Arena is guarded by ``Arena.lock`` except
 
 from __future__ import annotations
 
+import ctypes
 import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -39,8 +40,9 @@ from .chunk import (
     NON_MAIN_ARENA,
     PREV_INUSE,
     SIZE_BITS,
+    SIZE_SZ,
 )
-from .errors import DoubleFree, HeapCorruption, InvalidPointer
+from .errors import DoubleFree, HeapCorruption, InvalidPointer, OutOfMemory
 from .heap import HEAP_INFO_SIZE, Heap, HeapTable
 from .memory import PAGE_SIZE, Region, SystemBudget, page_align
 
@@ -49,6 +51,8 @@ if TYPE_CHECKING:
     from .tunables import Params
 
 __all__ = ["Arena"]
+
+_memset = ctypes.memset
 
 # glibc gives up sorting the unsorted bin after this many chunks per call.
 MAX_ITERS = 10000
@@ -118,7 +122,7 @@ class Arena:
                 self, HEAP_INFO_SIZE + MINSIZE + mp.top_pad, mp.heap_max_size, budget, None
             )
             if new is None:
-                raise MemoryError("cannot create the first heap of a new arena")
+                raise OutOfMemory("cannot create the first heap of a new arena")
             heap = new
             heap_table.add(heap)
             self._account(heap.size)
@@ -345,6 +349,8 @@ class Arena:
 
     def _int_free(self, heap: Heap, mem: int) -> None:
         size = self.checked_chunk(heap, mem)
+        if self.mp.perturb:  # glibc's free_perturb: after the checks, under the lock
+            _memset(mem, self.mp.perturb, size - CHUNK_HDR_SZ)
         self._free_chunk(heap, mem - CHUNK_HDR_SZ, size)
         del self.in_use[mem]
         self.inuse_bytes -= size
@@ -527,9 +533,7 @@ class Arena:
                 new = self._int_malloc(nb)
                 if not new:
                     return 0
-                dst = self.heap_of(new - CHUNK_HDR_SZ)
-                n = old - 8
-                dst.region.view(new, n)[:] = heap.region.view(mem, n)
+                ctypes.memmove(new, mem, old - SIZE_SZ)  # (both ours: this arena's lock)
                 self._int_free(heap, mem)
                 return new
         self._shrink_chunk(heap, mem, old, nb)

@@ -20,6 +20,12 @@ Any damage is reported at ``free``, ``realloc`` or :meth:`Debugger.check` as
 allocating thread, and the damaged block is *not* freed.
 :meth:`Debugger.report_leaks` lists the live blocks.
 
+Every block's bytes are touched only while the block is the caller's alone:
+just allocated, or taken out of ``blocks`` under the lock (a free, a
+realloc).  So a realloc racing a free of the same block makes one of them
+fail with ``DoubleFree``/``InvalidPointer``; neither copies from memory the
+other has already given back.
+
 Locking: ``blocks`` and ``freed`` are guarded by ``Debugger.lock``; the
 wrapped functions are called outside it.
 """
@@ -32,6 +38,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from . import fork
 from .chunk import calloc_request, checked_address, checked_request
 from .errors import DoubleFree, HeapCorruption, InvalidPointer, for_call
 
@@ -96,6 +103,13 @@ class Debugger:
         self.lock = threading.Lock()
         self.blocks: dict[int, _Record] = {}
         self.freed: OrderedDict[int, int] = OrderedDict()
+        fork.register(self, fork.LEAF)
+
+    def fork_locks(self) -> list[threading.Lock]:
+        return [self.lock]
+
+    def fork_child(self) -> None:
+        self.lock = threading.Lock()
 
     # ----------------------------------------------------------- allocate
     def malloc(self, size: int) -> int:
@@ -136,17 +150,7 @@ class Debugger:
         user = checked_address(addr)
         if not user:
             return
-        with self.lock:
-            record = self.blocks.get(user)
-            if record is None:
-                raise self._not_live(user)
-            self._verify(user, record)
-            del self.blocks[user]
-            self.freed[user] = record.size
-            if len(self.freed) > FREED_MEMORY:
-                self.freed.popitem(last=False)
-        ctypes.memset(user, self.fill_free, record.size)
-        self._free(record.raw)
+        self._release(user, self._claim(user, "free"))
 
     def realloc(self, addr: int, size: int) -> int:
         user = checked_address(addr)
@@ -156,11 +160,36 @@ class Debugger:
         if size == 0:
             self.free(user)
             return 0
-        old = self.record(user, "realloc").size
-        new = self.malloc(size)  # may raise: the old block is untouched then
-        ctypes.memmove(new, user, min(old, size))
-        self.free(user)
+        record = self._claim(user, "realloc")  # ours alone: a racing free finds nothing
+        try:
+            new = self.malloc(size)
+        except BaseException:
+            with self.lock:  # the old block is untouched: it stays live
+                self.blocks[user] = record
+            raise
+        ctypes.memmove(new, user, min(record.size, size))
+        self._release(user, record)
         return new
+
+    def _claim(self, user: int, op: str) -> _Record:
+        """Take the live block ``user`` out of the records, checked: the caller owns it
+        alone now.  A damaged block stays live, and is reported."""
+        with self.lock:
+            record = self.blocks.get(user)
+            if record is None:
+                raise for_call(self._not_live(user), op, user)
+            self._verify(user, record)
+            del self.blocks[user]
+        return record
+
+    def _release(self, user: int, record: _Record) -> None:
+        """Fill a claimed block with the free pattern and free it underneath."""
+        with self.lock:
+            self.freed[user] = record.size
+            if len(self.freed) > FREED_MEMORY:
+                self.freed.popitem(last=False)
+        ctypes.memset(user, self.fill_free, record.size)
+        self._free(record.raw)
 
     def _not_live(self, user: int) -> InvalidPointer:
         if user in self.freed:

@@ -19,6 +19,7 @@ call that met the bad address (:func:`for_call`).
 from __future__ import annotations
 
 __all__ = [
+    "CLOSED",
     "AllocatorError",
     "DoubleFree",
     "HeapCorruption",
@@ -26,6 +27,10 @@ __all__ = [
     "OutOfMemory",
     "for_call",
 ]
+
+
+# What every call on a closed allocator raises, as an ``AllocatorError``.
+CLOSED = "the allocator is closed"
 
 
 class AllocatorError(Exception):

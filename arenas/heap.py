@@ -28,8 +28,8 @@ bins and a 16-byte *fencepost* chunk closes the old heap, so that coalescing
 never walks off its end.
 
 Locking: a Heap is guarded by its arena's lock.  The table of aligned heaps
-(:class:`HeapTable`) is read without a lock (a dict lookup is atomic under
-the GIL) and written under its own lock.
+(:class:`HeapTable`) is read without a lock (a dict lookup is atomic, under
+the GIL and in free-threaded builds alike) and written under its own lock.
 """
 
 from __future__ import annotations
@@ -104,6 +104,7 @@ class Heap:
         """Extend the in-use part by ``diff`` bytes (page multiple); False if it cannot."""
         if self.size + diff > self.max_size or not self.budget.take(diff):
             return False
+        self.budget.mapped()  # (the reservation's pages are ours already)
         self.size += diff
         self._record_size()
         return True
@@ -143,6 +144,7 @@ class Heap:
         except MemoryError:
             budget.give(size)
             return None
+        budget.mapped()
         heap = cls(arena, region, budget, aligned=True, prev=prev)
         heap.size = size
         heap._record_size()
@@ -152,8 +154,9 @@ class Heap:
 class HeapTable:
     """Aligned heap bases -> heaps, for every non-main arena of one allocator.
 
-    ``get`` is lock-free (one dict lookup, atomic under the GIL); ``add`` and
-    ``remove`` take ``lock``.  This is what makes ``heap_for_ptr`` an O(1)
+    Reads are lock-free: one ``dict.get``, atomic under the GIL and, on
+    free-threaded builds, done under the dict's own per-object lock.
+    ``add`` and ``remove`` take ``lock``.  This is what makes ``heap_for_ptr`` an O(1)
     answer to "which arena owns this address?" from any thread.
     """
 
@@ -170,3 +173,9 @@ class HeapTable:
     def remove(self, heap: Heap) -> None:
         with self.lock:
             del self.heaps[heap.base]
+
+    def locks(self) -> list[threading.Lock]:
+        return [self.lock]
+
+    def reset_locks(self) -> None:
+        self.lock = threading.Lock()

@@ -1,24 +1,10 @@
-"""Replaceable memory functions (libevent's ``event_set_mem_functions``) and ready-made ones.
+"""Ready-made replacement functions for ``arenas.set_mem_functions`` (libevent's
+``event_set_mem_functions``).
 
-``arenas.set_mem_functions(malloc_fn, realloc_fn, free_fn)`` redirects the
-module-level ``malloc``, ``calloc``, ``realloc``, ``strdup`` and ``free``:
-
-* all three or none: ``(None, None, None)`` restores the default allocator;
-* ``calloc`` and ``strdup`` are built on the replacement ``malloc`` (calloc
-  checks ``n * size`` for overflow, then zeroes);
-* the contract is checked when installing: ``realloc_fn(0, n)`` must act as
-  malloc and ``realloc_fn(p, 0)`` as free (return 0 or None);
-* every block is owned by the function set that handed it out.  Freeing a
-  block through another set's ``free`` raises :class:`InvalidPointer` naming
-  both, instead of corrupting either.
-
-Ownership costs one dict entry per live block handed out by a replacement.
-The default functions cost nothing extra: the default allocator knows its
-own blocks exactly, and the module names are bound straight to its methods
-unless blocks of an earlier replacement are still outstanding.
-
-Ready-made replacements, each with ``.malloc``, ``.realloc`` and ``.free``
-(and ``install()`` to put them in place):
+Each has ``.malloc``, ``.realloc`` and ``.free`` (and ``install()`` to put
+them in place with :func:`arenas.set_mem_functions`, which lives in
+:mod:`arenas.dispatch` with the rest of what decides what ``arenas.malloc``
+is):
 
 * :func:`counting`: the byte-counting allocator of the libevent book;
 * :func:`tracing`: writes every call, with thread ids, in the stress
@@ -26,26 +12,22 @@ Ready-made replacements, each with ``.malloc``, ``.realloc`` and ``.free``
 * :func:`debugging`: fill bytes, integrity words, guard bytes, leak report
   (:class:`arenas.debug.Debugger`, the same code as ``Allocator(debug=True)``).
 
-Locking: the installed set and the ownership table are guarded by
-``_lock``; each replacement guards its own counters with its own lock.
+Locking: each replacement guards its own counters with its own lock, which
+it registers with :mod:`arenas.fork`: a tracer holds its lock across the
+call into the allocator it wraps (level WRAPPER), a counter only around its
+own counts (level LEAF).
 """
 
 from __future__ import annotations
 
-import ctypes
 import gzip
-import itertools
 import threading
-from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
-from .chunk import calloc_request, checked_address, checked_request, checked_strdup
+from . import fork
 from .debug import Debugger
-from .errors import InvalidPointer
-
-if TYPE_CHECKING:
-    from .allocator import Allocator
+from .dispatch import MemFunctions, default_allocator, set_mem_functions
 
 __all__ = [
     "Counting",
@@ -54,12 +36,9 @@ __all__ = [
     "Tracing",
     "counting",
     "debugging",
+    "set_mem_functions",
     "tracing",
 ]
-
-MallocFn = Callable[[int], int]
-ReallocFn = Callable[[int, int], int]
-FreeFn = Callable[[int], None]
 
 
 class Inner(Protocol):
@@ -70,213 +49,12 @@ class Inner(Protocol):
     def free(self, addr: int) -> None: ...
 
 
-# ====================================================================== the set
-class MemFunctions:
-    """One installed set of functions, and the blocks it handed out."""
-
-    _ids = itertools.count(1)
-
-    def __init__(self, malloc_fn: MallocFn, realloc_fn: ReallocFn, free_fn: FreeFn) -> None:
-        self.malloc_fn = malloc_fn
-        self.realloc_fn = realloc_fn
-        self.free_fn = free_fn
-        self.id = next(self._ids)
-        self.owned: dict[int, None] = {}  # guarded by _lock
-
-    def __str__(self) -> str:
-        name = getattr(self.malloc_fn, "__qualname__", repr(self.malloc_fn))
-        return f"replacement #{self.id} ({name})"
-
-
-_lock = threading.Lock()
-_current: MemFunctions | None = None
-# Earlier sets that still own live blocks.
-_retired: list[MemFunctions] = []
-
-
-def _owner_of(addr: int) -> MemFunctions | None:
-    for fns in (_current, *_retired):
-        if fns is not None and addr in fns.owned:
-            return fns
-    return None
-
-
-def _check_contract(malloc_fn: MallocFn, realloc_fn: ReallocFn, free_fn: FreeFn) -> None:
-    for name, fn in (("malloc_fn", malloc_fn), ("realloc_fn", realloc_fn), ("free_fn", free_fn)):
-        if not callable(fn):
-            raise TypeError(f"{name} must be callable, not {type(fn).__name__}")
-    probe = realloc_fn(0, 16)
-    if not isinstance(probe, int) or not probe:
-        raise ValueError("realloc_fn(0, n) must act as malloc and return an address")
-    gone = realloc_fn(probe, 0)
-    if gone not in (0, None):
-        raise ValueError("realloc_fn(p, 0) must act as free and return 0")
-
-
-def set_mem_functions(
-    malloc_fn: MallocFn | None, realloc_fn: ReallocFn | None, free_fn: FreeFn | None
-) -> None:
-    """Redirect the module-level malloc, calloc, realloc, strdup and free; all three or none."""
-    global _current
-    given = [fn is not None for fn in (malloc_fn, realloc_fn, free_fn)]
-    if any(given) and not all(given):
-        raise ValueError("set_mem_functions() needs all three functions, or three Nones")
-    new: MemFunctions | None = None
-    if malloc_fn is not None and realloc_fn is not None and free_fn is not None:
-        _check_contract(malloc_fn, realloc_fn, free_fn)
-        new = MemFunctions(malloc_fn, realloc_fn, free_fn)
-    with _lock:
-        old = _current
-        if old is not None and old.owned:
-            _retired.append(old)
-        _current = new
-    _bind()
-
-
-def _bind() -> None:
-    """Point the module names at the current set: the default allocator's own methods
-    when there is no replacement and no earlier one still owns blocks."""
-    from . import _bind_replacements
-
-    with _lock:
-        _retired[:] = [fns for fns in _retired if fns.owned]
-        plain = _current is None and not _retired
-    _bind_replacements(None if plain else _REPLACED)
-
-
-# ================================================================ the functions
-def _default() -> Allocator:
-    from . import default_allocator
-
-    return default_allocator()
-
-
-def _returned(fns: MemFunctions, what: str, addr: object) -> int:
-    """What a replacement returned, as an address: 0 (or None) means it failed, as in C."""
-    if addr is None:
-        return 0
-    if isinstance(addr, bool) or not isinstance(addr, int) or addr < 0:
-        raise TypeError(f"{fns}: {what} returned {addr!r}, not an address")
-    return addr
-
-
-def _malloc(size: int) -> int:
-    fns = _current
-    if fns is None:
-        return _default().malloc(size)
-    addr = _returned(fns, "malloc_fn", fns.malloc_fn(checked_request(size)))
-    if addr:
-        with _lock:
-            fns.owned[addr] = None
-    return addr
-
-
-def _free(addr: int) -> None:
-    if not checked_address(addr):
-        return
-    with _lock:
-        owner = _owner_of(addr)
-        current = _current
-    if owner is None:
-        if current is None:
-            _default().free(addr)
-            _maybe_unbind()
-            return
-        default = _default()
-        try:
-            default.usable_size(addr)
-        except InvalidPointer:
-            raise InvalidPointer(
-                f"free(): invalid pointer {addr:#x}: {current} did not allocate it"
-            ) from None
-        raise InvalidPointer(
-            f"free(): block {addr:#x} was allocated by the default functions, before"
-            f" {current} was installed; it must not reach that free function"
-        )
-    if owner is not current:
-        raise InvalidPointer(
-            f"free(): block {addr:#x} was allocated by {owner}, but the free function"
-            f" installed now is {current or 'the default allocator'}'s"
-        )
-    owner.free_fn(addr)  # if it refuses (a corrupted block, say), the block stays owned
-    with _lock:
-        owner.owned.pop(addr, None)
-
-
-def _realloc(addr: int, size: int) -> int:
-    fns = _current
-    checked_request(size)  # refused before anything changes, whichever functions run
-    if not checked_address(addr):
-        return _malloc(size)
-    with _lock:
-        owner = _owner_of(addr)
-    if owner is not fns:
-        _free_check_only(addr, owner, fns)
-    if fns is None:
-        return _default().realloc(addr, size)
-    new = _returned(fns, "realloc_fn", fns.realloc_fn(addr, size))
-    if new or not size:  # (a failed realloc leaves the old block live, and owned)
-        with _lock:
-            fns.owned.pop(addr, None)
-            if new:
-                fns.owned[new] = None
-    return new
-
-
-def _free_check_only(addr: int, owner: MemFunctions | None, fns: MemFunctions | None) -> None:
-    if owner is None and fns is not None:
-        raise InvalidPointer(
-            f"realloc(): block {addr:#x} was not allocated by {fns}"
-            " (allocated by the default functions before it was installed?)"
-        )
-    if owner is not None:
-        raise InvalidPointer(
-            f"realloc(): block {addr:#x} was allocated by {owner}, but the functions"
-            f" installed now are {fns or 'the default allocator'}'s"
-        )
-
-
-def _maybe_unbind() -> None:
-    if _retired and not any(fns.owned for fns in _retired):
-        _bind()
-
-
-def _calloc(n: int, size: int) -> int:
-    if _current is None:
-        return _default().calloc(n, size)
-    total = calloc_request(n, size)
-    addr = _malloc(total)
-    if addr:
-        ctypes.memset(addr, 0, total)
-    return addr
-
-
-def _strdup(data: bytes | bytearray | memoryview) -> int:
-    if _current is None:
-        return _default().strdup(data)
-    raw = checked_strdup(data).tobytes()
-    addr = _malloc(len(raw) + 1)
-    if addr:  # a replacement's malloc may fail with 0, as C's does (and so does strdup)
-        ctypes.memmove(addr, raw + b"\0", len(raw) + 1)
-    return addr
-
-
-# What the module names are bound to while a replacement is in play.
-_REPLACED: dict[str, Callable[..., Any]] = {
-    "malloc": _malloc,
-    "free": _free,
-    "realloc": _realloc,
-    "calloc": _calloc,
-    "strdup": _strdup,
-}
-
-
 # ============================================================ ready-made ones
 class Replacement:
     """A set of functions built on an inner allocator; ``install()`` puts it in place."""
 
     def __init__(self, inner: Inner | None) -> None:
-        self.inner: Inner = inner if inner is not None else _default()
+        self.inner: Inner = inner if inner is not None else default_allocator()
 
     def malloc(self, size: int) -> int:
         return self.inner.malloc(size)
@@ -304,6 +82,13 @@ class Counting(Replacement):
         self.allocated = 0
         self.peak = 0
         self.calls = 0
+        fork.register(self, fork.LEAF)
+
+    def fork_locks(self) -> list[threading.Lock]:
+        return [self.lock]
+
+    def fork_child(self) -> None:
+        self.lock = threading.Lock()
 
     def malloc(self, size: int) -> int:
         addr = self.inner.malloc(size)
@@ -369,6 +154,13 @@ class Tracing(Replacement):
         else:
             self.out = open(path, "w", encoding="ascii")  # noqa: SIM115 - see close()
         self.tids: dict[int, int] = {}
+        fork.register(self, fork.WRAPPER)
+
+    def fork_locks(self) -> list[threading.Lock]:
+        return [self.lock]
+
+    def fork_child(self) -> None:
+        self.lock = threading.Lock()
 
     def _tid(self) -> int:
         ident = threading.get_ident()
@@ -448,7 +240,7 @@ def debugging(
     guard: int = 16,
 ) -> Debugger:
     """The debugging allocator over ``inner``: the same code as ``Allocator(debug=True)``."""
-    base: Any = inner if inner is not None else _default()
+    base: Any = inner if inner is not None else default_allocator()
     return Debugger(
         base.malloc,
         base.free,

@@ -178,7 +178,7 @@ def bins(alloc: Allocator | None = None, arena: int = 0, color: bool | None = No
                     f"slabs of {CLASS_SIZES[cls]} B ({CLASS_SLAB_BYTES[cls]} B each):"
                     f" {len(partial)} with free blocks, {free} free blocks"
                 )
-    tcache = getattr(alloc._tls, "tcache", None)
+    tcache = alloc.caches.current_bins()
     if tcache is not None:
         held = [f"{CLASS_SIZES[c]} B x {len(x)}" for c, x in enumerate(tcache) if x]
         lines.append("tcache (this thread): " + (", ".join(held) or "empty"))

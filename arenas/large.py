@@ -22,7 +22,13 @@ __all__ = ["MmappedChunks"]
 
 
 class MmappedChunks:
-    """All chunks that have a mapping of their own, keyed by user address."""
+    """All chunks that have a mapping of their own, keyed by user address.
+
+    A chunk's header is read only under ``lock``, and a mapping is unmapped
+    only after it left ``chunks`` under that lock: whoever takes a chunk out
+    of the table (:meth:`claim`) owns it alone, so two threads freeing it at
+    once find it once, and bytes are never read from a mapping already gone.
+    """
 
     __slots__ = ("budget", "chunks", "lock", "max_mmapped_mem", "max_n_mmaps", "mmapped_mem")
 
@@ -50,20 +56,24 @@ class MmappedChunks:
         except MemoryError:
             self.budget.give(size)
             return 0
+        self.budget.mapped()
         lead = (-(region.addr + CHUNK_HDR_SZ)) % alignment if slack else 0
         w = region.words
         w[lead >> 3] = lead
         w[(lead >> 3) + 1] = (size - lead) | IS_MMAPPED
         mem = region.addr + lead + CHUNK_HDR_SZ
-        with self.lock:
-            self.chunks[mem] = region
-            self.mmapped_mem += size
-            self.max_mmapped_mem = max(self.max_mmapped_mem, self.mmapped_mem)
-            self.max_n_mmaps = max(self.max_n_mmaps, len(self.chunks))
+        self._enter(mem, region)
         return mem
 
-    def chunk_size(self, region: Region, mem: int) -> int:
-        """The chunk size from the in-band header, checked against the mapping."""
+    def _enter(self, mem: int, region: Region) -> None:
+        with self.lock:
+            self.chunks[mem] = region
+            self.mmapped_mem += region.size
+            self.max_mmapped_mem = max(self.max_mmapped_mem, self.mmapped_mem)
+            self.max_n_mmaps = max(self.max_n_mmaps, len(self.chunks))
+
+    def _chunk_size(self, region: Region, mem: int) -> int:
+        """The chunk size from the in-band header, checked against the mapping (lock held)."""
         hdr = (mem - region.addr) >> 3
         w = region.words
         lead = w[hdr - 2]
@@ -75,24 +85,55 @@ class MmappedChunks:
             raise HeapCorruption(f"munmap_chunk(): invalid size at {mem:#x}: header says {size}")
         return size
 
-    def usable(self, mem: int) -> int | None:
-        region = self.chunks.get(mem)
-        if region is None:
-            return None
-        return self.chunk_size(region, mem) - CHUNK_HDR_SZ
-
-    def free(self, mem: int) -> int | None:
-        """Unmap the chunk at ``mem``; return its chunk size, or None if it is not ours."""
+    def lookup(self, mem: int) -> tuple[Region, int] | None:
+        """The mapping of the live chunk ``mem`` and its chunk size, or None."""
         with self.lock:
             region = self.chunks.get(mem)
             if region is None:
                 return None
-            size = self.chunk_size(region, mem)
+            return region, self._chunk_size(region, mem)
+
+    def claim(self, mem: int) -> tuple[Region, int] | None:
+        """Take the chunk ``mem`` out of the table: the caller owns it alone now.
+
+        Returns its mapping and chunk size, or None if it is not a live chunk
+        (never one, or claimed already).  The caller then either releases
+        it (:meth:`release`) or puts it back (:meth:`restore`).
+        """
+        with self.lock:
+            region = self.chunks.get(mem)
+            if region is None:
+                return None
+            size = self._chunk_size(region, mem)  # a damaged header stays in the table
             del self.chunks[mem]
             self.mmapped_mem -= region.size
+        return region, size
+
+    def restore(self, mem: int, region: Region) -> None:
+        """Put a claimed chunk back, unchanged (the operation that claimed it failed)."""
+        self._enter(mem, region)
+
+    def release(self, region: Region) -> None:
+        """Unmap a claimed chunk."""
         self.budget.give(region.size)
         region.unmap()
-        return size
 
-    def view(self, mem: int, length: int) -> memoryview:
-        return self.chunks[mem].view(mem, length)
+    def free(self, mem: int) -> int | None:
+        """Unmap the chunk at ``mem``; return its chunk size, or None if it is not ours."""
+        claimed = self.claim(mem)
+        if claimed is None:
+            return None
+        self.release(claimed[0])
+        return claimed[1]
+
+    def check(self) -> None:
+        """Every chunk's header agrees with its mapping."""
+        with self.lock:
+            for mem, region in self.chunks.items():
+                self._chunk_size(region, mem)
+
+    def locks(self) -> list[threading.Lock]:
+        return [self.lock]
+
+    def reset_locks(self) -> None:
+        self.lock = threading.Lock()

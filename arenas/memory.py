@@ -5,19 +5,37 @@ anonymous ``mmap``: private (a forked child gets a copy-on-write copy, not
 shared memory) and ``MAP_NORESERVE`` (untouched pages cost no resident memory,
 so reserving 128 MiB of address space for an aligned heap is free).
 
-Every region exposes two views over the same bytes:
+Each region has one *exporter*: a ``ctypes`` array over its bytes, the only
+object that holds a buffer of the mapping.  Everything else is made from it:
 
-* ``mv``    -- a byte view; user views are slices of it;
-* ``words`` -- the same bytes as unsigned 64-bit words, for chunk headers.
+* ``words``  -- the region's bytes as unsigned 64-bit words, for chunk headers;
+* ``view()`` -- a user view: a fresh ``memoryview`` of the exporter each time.
 
-Python's ``mmap`` refuses to close while any view of it is alive.  We lean on
-that: a region is unmapped only when no user view remains, otherwise its pages
-are handed back with ``MADV_DONTNEED`` and the mapping is kept (a stale view
-then reads zeros instead of crashing the process).
+Why a fresh view each time, not a slice of one shared view: slicing a
+memoryview bumps a counter in the buffer it shares with its parent, and on
+free-threaded CPython 3.13 that counter is not atomic (CPython issues 127716
+and 155606).  Threads slicing one shared view, or dropping slices of it in
+other threads, corrupt the count; the buffer is then released while views
+still use it.  A view made from the exporter has a buffer of its own, which
+only its own thread creates; the exporter itself counts nothing (``ctypes``
+keeps no export count), so the one thing threads share is the exporter's
+reference count, which every build keeps exactly.
 
-Locking: a Region has no lock of its own; its owner's lock guards it (the
-owning arena's lock for heaps, the allocator's mmap lock for large chunks).
-:class:`SystemBudget` has its own small lock.
+A view keeps the exporter alive, and the exporter keeps the mapping: Python's
+``mmap`` refuses to close while it is exported.  So a region is unmapped only
+when no user view remains; otherwise its pages are handed back with
+``MADV_DONTNEED`` and the unmap is retried later (a stale view then reads
+zeros instead of crashing the process).  On free-threaded builds an object
+dropped by a thread other than its creator may be freed a little later (the
+creator merges its reference counts at its next check), so an unmap can be
+deferred there even with no view alive; the pages are given back at once
+either way.
+
+Locking: a Region has no lock of its own; its owner's lock guards ``words``
+and ``unmap`` (the owning arena's lock for heaps, the mapping table's lock
+for large chunks).  ``view()`` needs none: it reads one attribute.
+:class:`SystemBudget` has its own small lock, as has the list of deferred
+unmaps.
 """
 
 from __future__ import annotations
@@ -26,6 +44,7 @@ import ctypes
 import mmap
 import threading
 
+from . import fork
 from .errors import OutOfMemory
 
 __all__ = ["PAGE_SIZE", "BufferRegion", "Region", "SystemBudget", "page_align", "resident_bytes"]
@@ -53,10 +72,19 @@ def resident_bytes(addr: int, length: int) -> int:
     return (pages - vec.raw.count(0)) * PAGE_SIZE
 
 
-# Regions whose unmapping was refused because a user view was still alive.
+# Mappings whose unmapping was refused because a user view was still alive.
 # Their pages are already discarded; we retry closing them now and then.
 _deferred: list[mmap.mmap] = []
 _deferred_lock = threading.Lock()
+
+
+def _reset_deferred_lock() -> None:
+    global _deferred_lock
+    _deferred_lock = threading.Lock()
+
+
+_fork_locks = fork.LockSet(lambda: [_deferred_lock], _reset_deferred_lock)
+fork.register(_fork_locks, fork.LEAF)
 
 
 def page_align(n: int) -> int:
@@ -72,6 +100,14 @@ def _address_of(mm: mmap.mmap) -> int:
         del anchor
 
 
+def _mmap(length: int) -> mmap.mmap:
+    """An anonymous private mapping, or ``OutOfMemory`` (whatever the system's reason)."""
+    try:
+        return mmap.mmap(-1, length, flags=_MAP_FLAGS)
+    except (OSError, OverflowError, ValueError) as exc:
+        raise OutOfMemory(f"mmap of {length} bytes failed: {exc}") from exc
+
+
 class Region:
     """One anonymous mapping, optionally trimmed to an aligned window.
 
@@ -81,33 +117,39 @@ class Region:
     on either side is never touched, so it costs address space only.
     """
 
-    __slots__ = ("_mm", "addr", "mv", "offset", "size", "words")
+    __slots__ = ("_exporter", "_mm", "addr", "offset", "size", "words")
 
     _mm: mmap.mmap | None
+    # A ctypes array over the window: the one object holding a buffer of the
+    # mapping, and the source of every view.  None once the region is unmapped.
+    _exporter: ctypes.Array[ctypes.c_char] | None
 
     def __init__(self, size: int, align: int = 0) -> None:
         if size <= 0 or size % PAGE_SIZE:
             raise ValueError(f"region size must be a positive multiple of {PAGE_SIZE}")
-        reserve = size + align if align else size
-        try:
-            mm = mmap.mmap(-1, reserve, flags=_MAP_FLAGS)
-        except OSError as exc:
-            raise OutOfMemory(f"mmap of {reserve} bytes failed: {exc}") from exc
+        mm = _mmap(size + align if align else size)
         base = _address_of(mm)
         offset = (-base) % align if align else 0
         self._mm = mm
+        self._setup(base + offset, size, offset, (ctypes.c_char * size).from_buffer(mm, offset))
+
+    def _setup(
+        self, addr: int, size: int, offset: int, exporter: ctypes.Array[ctypes.c_char]
+    ) -> None:
         self.offset = offset
-        self.addr = base + offset
+        self.addr = addr
         self.size = size
-        whole = memoryview(mm)
-        self.mv = whole[offset : offset + size]
-        whole.release()
-        self.words = self.mv.cast("Q")
+        self._exporter = exporter
+        self.words = memoryview(exporter).cast("B").cast("Q")
 
     def view(self, addr: int, length: int) -> memoryview:
-        """A writable byte view of ``length`` bytes starting at absolute ``addr``."""
+        """A writable byte view of ``length`` bytes at absolute ``addr``, with a buffer
+        of its own (see the module's docstring); it keeps the mapping alive."""
+        exporter = self._exporter  # one read: a concurrent unmap cannot take it from us
+        if exporter is None:
+            raise ValueError(f"the region at {self.addr:#x} is unmapped")
         start = addr - self.addr
-        return self.mv[start : start + length]
+        return memoryview(exporter)[start : start + length].cast("B")
 
     def discard(self, addr: int, length: int) -> int:
         """Give whole pages inside ``[addr, addr + length)`` back to the OS.
@@ -130,7 +172,7 @@ class Region:
         In that case the pages are discarded and the unmap is retried later.
         """
         self.words.release()
-        self.mv.release()
+        self._exporter = None
         mm = self._mm
         if mm is None:
             return True
@@ -176,16 +218,11 @@ class BufferRegion(Region):
             whole.release()
             raise ValueError(f"buffer too small: {nbytes} bytes (at least 4 KiB needed)")
         self._mm = None
-        self.offset = offset
-        self.addr = base + offset
-        self.size = size
-        self.mv = whole[offset : offset + size]
-        whole.release()
-        self.words = self.mv.cast("Q")
+        self._setup(base + offset, size, offset, (ctypes.c_char * size).from_buffer(whole, offset))
 
 
 def retry_deferred_unmaps() -> None:
-    """Close regions whose views have since gone away."""
+    """Close mappings whose views have since gone away."""
     if not _deferred:
         return
     with _deferred_lock:
@@ -205,6 +242,10 @@ class SystemBudget:
     when a request would pass it, the heap cannot grow and the allocator falls
     back to other arenas before it raises ``OutOfMemory``.
 
+    ``take`` reserves bytes before they are mapped; ``give`` hands them back,
+    after an unmap or when the mapping failed.  The peak counts only what was
+    really mapped (``mapped``), so a request that failed leaves no trace.
+
     Guarded by its own lock, taken briefly while an arena lock may be held
     (lock order: arena lock, then budget lock; never the reverse).
     """
@@ -218,18 +259,26 @@ class SystemBudget:
         self.max_used = 0
 
     def take(self, n: int) -> bool:
+        """Reserve ``n`` bytes; False if that would pass the cap."""
         with self._lock:
             if self.cap and self.used + n > self.cap:
                 return False
             self.used += n
+            return True
+
+    def mapped(self) -> None:
+        """What was reserved is mapped now: count it in the peak."""
+        with self._lock:
             if self.used > self.max_used:
                 self.max_used = self.used
-            return True
 
     def give(self, n: int) -> None:
         with self._lock:
             self.used -= n
 
-    def reset_lock(self) -> None:
+    def locks(self) -> list[threading.Lock]:
+        return [self._lock]
+
+    def reset_locks(self) -> None:
         """Give a forked child a fresh, unheld lock."""
         self._lock = threading.Lock()

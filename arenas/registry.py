@@ -4,7 +4,8 @@ A thread's first allocation calls :meth:`ArenaRegistry.arena_get2`, which
 picks, in glibc's order:
 
 1. an arena on the **free list** (no thread attached to it any more);
-2. a **new arena**, while fewer than ``arena_max`` exist;
+2. a **new arena**, while fewer than ``arena_max`` exist and there is memory
+   for its first heap;
 3. :meth:`reused_arena`: walk the ring of arenas from a rotating start and
    take the first whose lock is free; if all are busy, the next one in turn
    (the caller then waits on its lock).
@@ -26,12 +27,15 @@ to find an arena by index reads it without the lock.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from readerwriterlock import rwlock
 
 from .arena import Arena
+from .errors import OutOfMemory
+from .fork import Lockable
 
 __all__ = ["ArenaRegistry"]
 
@@ -98,10 +102,14 @@ class ArenaRegistry:
                     self.free_list.remove(arena)
                     return self._attach(arena, replaced)
             if len(self.arenas) < self.arena_max:
-                arena = self._make_arena(len(self.arenas))
-                self.arenas.append(arena)
-                self.created_under.append(self.arena_max)
-                return self._attach(arena, replaced)
+                try:
+                    arena = self._make_arena(len(self.arenas))
+                except OutOfMemory:
+                    pass  # no memory for a new arena's heap: share one (as glibc does)
+                else:
+                    self.arenas.append(arena)
+                    self.created_under.append(self.arena_max)
+                    return self._attach(arena, replaced)
         return self.reused_arena(avoid, replaced)
 
     def reused_arena(self, avoid: Arena | None, replaced: Arena | None) -> Arena:
@@ -130,24 +138,49 @@ class ArenaRegistry:
     def _attach(self, arena: Arena, replaced: Arena | None) -> Arena:
         arena.attached_threads += 1
         if replaced is not None:
-            self._detach(replaced)
+            self.detach_locked(replaced)
         return arena
 
     # ------------------------------------------------------------ release
-    def detach(self, arena: Arena) -> None:
-        """A thread that used ``arena`` is gone."""
-        with self.writing():
-            self._detach(arena)
-
-    def _detach(self, arena: Arena) -> None:
+    def detach_locked(self, arena: Arena) -> None:
+        """A thread that used ``arena`` is gone (the caller holds the write lock)."""
         arena.attached_threads -= 1
         if arena.attached_threads == 0 and arena not in self.free_list:
             self.free_list.append(arena)
 
     # ------------------------------------------------------------ fork
+    def locks(self) -> list[Lockable]:
+        """The registry's write lock, then every arena's lock in index order."""
+        return [_AllLocks(self)]
+
     def reset_after_fork(self, survivor: Arena | None) -> None:
         """In a forked child only the forking thread lives: it alone stays attached."""
         self.rwlock = rwlock.RWLockWrite()
         for arena in self.arenas:
+            arena.lock = threading.Lock()
+        for arena in self.arenas:
             arena.attached_threads = 1 if arena is survivor else 0
         self.free_list = [a for a in self.arenas if a.attached_threads == 0]
+
+
+class _AllLocks:
+    """The write lock, then the arenas' locks: the arenas are listed once the write
+    lock is held, so an arena made just before the fork is not missed."""
+
+    def __init__(self, registry: ArenaRegistry) -> None:
+        self._registry = registry
+        self._held: list[Lockable] = []
+
+    def acquire(self) -> bool:
+        write = self._registry.rwlock.gen_wlock()
+        write.acquire()
+        arenas = [arena.lock for arena in self._registry.arenas]
+        for lock in arenas:
+            lock.acquire()
+        self._held = [write, *arenas]
+        return True
+
+    def release(self) -> None:
+        for lock in reversed(self._held):
+            lock.release()
+        self._held = []

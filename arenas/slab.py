@@ -31,8 +31,10 @@ thread cache, one empty slab per class is kept back to avoid churning), so
 memory from a finished burst can serve any size.
 
 Locking: a slab and its arena's slab lists are guarded by the owning arena's
-lock.  :class:`SlabTable` (window -> slabs) is read without a lock and
-written under its own lock.
+lock.  :class:`SlabTable` (window -> slabs) is read without a lock (one
+``dict.get`` of an entry that is replaced whole, never changed in place:
+atomic under the GIL and on free-threaded builds alike) and written under
+its own lock.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ __all__ = [
     "SlabTable",
     "blocks_for",
     "class_sizes",
+    "reclaim_orphans",
     "release_spares",
     "return_blocks",
     "slab_bytes_for",
@@ -208,6 +211,12 @@ class SlabTable:
                     else:
                         slabs[key] = tuple(sorted((*found, slab), key=_base))
             self.count += len(new)
+
+    def locks(self) -> list[threading.Lock]:
+        return [self.lock]
+
+    def reset_locks(self) -> None:
+        self.lock = threading.Lock()
 
     def remove(self, slab: Slab) -> None:
         slabs = self.slabs
@@ -388,6 +397,28 @@ def release_spares(arena: Arena, table: SlabTable) -> int:
             released += CLASS_SLAB_BYTES[cls]
             _release_slab(arena, spare, table)
     return released
+
+
+def reclaim_orphans(arena: Arena, held: set[int]) -> None:
+    """Every block of the arena's slabs that is neither in ``held`` nor free goes back.
+
+    Only a forked child calls this: a thread that did not survive the fork
+    may have been carrying blocks between a slab and its cache (a refill, a
+    flush), and nothing can reach them now.  The only thread left is inside
+    ``os.fork``, not the allocator, so ``held`` (every live and cached block)
+    is exact.
+    """
+    for slab in arena.slabs.values():
+        free = set(slab.free)
+        orphans = [
+            addr
+            for addr in range(slab.base + CHUNK_HDR_SZ, slab.bump, slab.size)
+            if addr not in held and addr not in free
+        ]
+        if orphans:
+            slab.free += orphans
+            slab.nfree += len(orphans)
+            arena.slab_partial[slab.cls][slab.base] = slab
 
 
 def _release_slab(arena: Arena, slab: Slab, table: SlabTable) -> None:

@@ -83,8 +83,8 @@ class ArenasAdapter(Adapter):
     def __init__(self, name: str = "arenas", **tunables: Any) -> None:
         self.name = name
         self.alloc = arenas.Allocator(**tunables)
-        self.malloc = self.alloc.malloc  # type: ignore[method-assign]
-        self.free = self.alloc.free  # type: ignore[method-assign]
+        self.malloc = self.alloc.malloc  # type: ignore[method-assign,assignment]
+        self.free = self.alloc.free  # type: ignore[method-assign,assignment]
         self.realloc = self.alloc.realloc  # type: ignore[method-assign]
         self.calloc = self.alloc.calloc  # type: ignore[method-assign]
         self.memalign = self.alloc.memalign  # type: ignore[method-assign]

@@ -461,10 +461,11 @@ def test_check_while_threads_allocate_and_when_quiet() -> None:
         alloc.check()  # quiet now: the slab accounting across caches runs too
         # and that accounting does catch a block that went missing
         addr = alloc.malloc(48)
-        alloc._live.pop(addr)  # lost: neither live, cached, nor free
+        cls = alloc.caches.claim(addr)  # lost: neither live, cached, nor free
+        assert cls == CLASS_OF[48]
         with pytest.raises(HeapCorruption, match=r"held \+ \d+ free != \d+ blocks"):
             alloc.check()
-        alloc._live[addr] = CLASS_OF[48]  # found again
+        alloc.caches.unclaim(alloc.caches.current(), addr, cls)  # found again
         alloc.free(addr)
         alloc.check(quiet=True)
 

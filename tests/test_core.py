@@ -469,20 +469,48 @@ def test_after_every_error_the_allocator_still_works(alloc: Allocator) -> None:
         alloc.check()
 
 
-def test_module_functions_bind_to_the_default_allocator() -> None:
+def test_module_functions_are_the_same_objects_whatever_the_import_style() -> None:
     import arenas as mod
 
-    early = mod._FORWARDERS["malloc"]  # what `from arenas import malloc` gives before first use
-    addr = early(10)  # forwards, creating the default allocator if needed
+    early_malloc, early_free = mod.malloc, mod.free  # `from arenas import malloc` at import
+    addr = early_malloc(10)  # the first call makes the default allocator
     default = mod.default_allocator()
-    assert mod.malloc is default.malloc  # no extra call in between
-    mod.free(addr)
-    default.mallopt("tcache_count", 5)  # new fast paths are bound again
-    assert mod.malloc is default.malloc
+    assert default.usable_size(addr) >= 10  # a block of the default allocator
+    assert (mod.malloc, mod.free) == (early_malloc, early_free)  # never rebound
+    early_free(addr)
+    default.mallopt("tcache_count", 5)
+    assert mod.malloc is early_malloc
     default.mallopt("tcache_count", 32)
-    default.close()  # the names fall back to the forwarders ...
-    assert mod.malloc is mod._FORWARDERS["malloc"]
-    addr = mod.malloc(10)  # ... and the next call makes a new default allocator
+    default.close()
+    assert mod.malloc is early_malloc
+    addr = early_malloc(10)  # the next call makes a new default allocator ...
     assert mod.default_allocator() is not default
-    assert mod.malloc is mod.default_allocator().malloc
-    mod.free(addr)
+    assert mod.default_allocator().usable_size(addr) >= 10  # ... and is served by it
+    early_free(addr)
+
+
+@pytest.mark.parametrize("size", [16, 100_000, 1 << 20])
+def test_a_reference_taken_before_close_cannot_reach_the_closed_heaps(size: int) -> None:
+    alloc = Allocator()
+    m, f = alloc.malloc, alloc.free
+    p = m(size)
+    f(p)  # (a slab block now waits in this thread's cache)
+    alloc.close()
+    with pytest.raises(AllocatorError, match="closed"):
+        m(size)
+    with pytest.raises(AllocatorError, match="closed"):
+        f(p)
+
+
+def test_a_reference_taken_before_mallopt_sees_the_new_setting() -> None:
+    with Allocator() as alloc:
+        m, f = alloc.malloc, alloc.free
+        f(m(64))  # cached now
+        alloc.mallopt("perturb", 0x5A)
+        p = m(64)  # the cached block, filled as perturb asks
+        assert ctypes.string_at(p, 64) == bytes([0x5A ^ 0xFF]) * 64
+        f(p)
+        assert ctypes.string_at(p, 64) == bytes([0x5A]) * 64
+        alloc.mallopt("perturb", 0)
+        f(m(64))
+        alloc.check()

@@ -28,7 +28,9 @@ def test_all_three_or_none() -> None:
             hooks.set_mem_functions(*args)
     with pytest.raises(TypeError, match="callable"):
         hooks.set_mem_functions(c.malloc, c.realloc, 5)  # type: ignore[arg-type]
-    assert arenas.malloc is arenas.default_allocator().malloc  # nothing changed
+    assert not arenas.dispatch.replaced()  # nothing changed
+    arenas.free(arenas.malloc(10))
+    assert c.calls == 0
 
 
 BAD_VALUES = [-1, 1.5, "8", None, True, False, b"x", 2**70]
@@ -85,7 +87,7 @@ def test_the_realloc_contract_is_checked() -> None:
         hooks.set_mem_functions(inner.malloc, realloc_that_never_frees, inner.free)
     with pytest.raises(ValueError, match=r"realloc_fn\(0, n\) must act as malloc"):
         hooks.set_mem_functions(inner.malloc, realloc_that_cannot_malloc, inner.free)
-    assert arenas.malloc is arenas.default_allocator().malloc
+    assert not arenas.dispatch.replaced()
 
 
 def test_replacement_redirects_malloc_calloc_realloc_strdup_free() -> None:
@@ -128,10 +130,16 @@ def test_replacement_redirects_malloc_calloc_realloc_strdup_free() -> None:
 def test_restoring_defaults_restores_the_fast_path() -> None:
     c = hooks.counting()
     c.install()
-    assert arenas.malloc is not arenas.default_allocator().malloc
+    assert arenas.dispatch.replaced()
+    calls = c.calls  # (installing probed realloc's contract)
     arenas.free(arenas.malloc(10))
+    assert c.calls == calls + 2
     c.uninstall()
-    assert arenas.malloc is arenas.default_allocator().malloc
+    assert not arenas.dispatch.replaced()
+    addr = arenas.malloc(10)  # the default allocator's own hit path: not counted
+    assert arenas.default_allocator().usable_size(addr) >= 10
+    arenas.free(addr)
+    assert c.calls == calls + 2
 
 
 def test_blocks_never_reach_the_wrong_free() -> None:

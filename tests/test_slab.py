@@ -329,7 +329,9 @@ def test_the_cache_is_bounded_in_bytes_per_class() -> None:
             blocks = [alloc.malloc(size) for _ in range(40)]
             for addr in blocks:
                 alloc.free(addr)
-            held = len(alloc._tls.tcache[CLASS_OF[size]])  # this thread's cache of the class
+            bins = alloc.caches.current_bins()
+            assert bins is not None
+            held = len(bins[CLASS_OF[size]])  # this thread's cache of the class
             assert expected // 2 <= held <= expected, (size, held)
         alloc.check()
     with Allocator() as alloc:  # the default: nothing above 32 KiB is cached
@@ -418,7 +420,9 @@ def test_slabs_carved_in_one_go_from_holes_in_two_heaps_know_their_own_heap() ->
             assert {arena.heap_of(slab.base) for slab in slabs} == {first_heap, arena.heap}
             for slab in slabs:
                 assert slab.heap is arena.heap_of(slab.base)
-            alloc._live.update(dict.fromkeys(blocks, cls))  # handed out, as a refill does
+            cache = alloc.caches.current()
+            for addr in blocks:  # handed out, as a refill does
+                alloc.caches.unclaim(cache, addr, cls)
             for addr in blocks + [c for c in chunks if c not in holes]:
                 alloc.free(addr)
             alloc.check()
@@ -487,7 +491,8 @@ def test_a_miss_takes_a_cached_block_of_the_next_class() -> None:
         assert addr == bigger and alloc.usable_size(addr) == CLASS_SIZES[cls + 1]
         assert alloc.stats().tcache_blocks == 0  # no refill happened
         alloc.free(addr)
-        assert alloc._tls.tcache[cls + 1] == [addr]  # home to its own class's cache
+        bins = alloc.caches.current_bins()
+        assert bins is not None and bins[cls + 1] == [addr]  # home to its own class's cache
         # two classes up is too far: a refill instead
         far = alloc.malloc(CLASS_SIZES[cls + 2])
         alloc.free(far)

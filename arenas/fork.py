@@ -1,0 +1,149 @@
+"""Fork safety: every lock in the package, taken before ``fork()`` and made anew in the child.
+
+glibc takes every arena's lock before the process forks
+(``__malloc_fork_lock_parent``), so that the child's copy of the heap is not
+caught half-changed by a thread that does not exist there, and re-initialises
+them in the child (``__malloc_fork_unlock_child``).  This package has more
+locks than arenas, and a lock held at the fork by any other thread would be
+held forever in the child.  So every owner of a lock *names its own locks* by
+registering a :class:`ForkSafe` participant here, and this module takes them
+all before the fork, in one documented order, releases them in the parent,
+and asks each owner to rebuild its locks (and anything the lost threads were
+holding) in the child.
+
+The order.  A thread only ever takes a lock of a later level while holding
+locks of earlier levels, never the reverse, so taking them level by level
+cannot deadlock with a thread that is inside the package when fork() is
+called:
+
+=====  ============  ========================================================
+level  name          locks
+=====  ============  ========================================================
+0      ``DEFAULT``   creating the default allocator (``arenas.dispatch``)
+1      ``WRAPPER``   tracing replacements, newest first: a tracer holds its
+                     lock across the call into the allocator it wraps
+2      ``ALLOCATOR`` each allocator: its registry, its arenas in index order,
+                     then its heap table, slab table, mapping table, budget
+3      ``LEAF``      locks held only around their own data: the debugger's
+                     records, the replacement functions' table, counting
+                     replacements, the deferred unmaps
+=====  ============  ========================================================
+
+Locking: the list of participants has its own lock.  It is taken after
+level 0 (creating the default allocator registers one) and held from the
+snapshot to the fork, so no participant can appear half-registered.
+Participants are held by weak reference: an allocator that is dropped
+leaves the list by itself.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+__all__ = ["ALLOCATOR", "DEFAULT", "LEAF", "WRAPPER", "ForkSafe", "LockSet", "register"]
+
+DEFAULT = 0
+WRAPPER = 1
+ALLOCATOR = 2
+LEAF = 3
+
+
+class Lockable(Protocol):
+    def acquire(self) -> bool: ...
+    def release(self) -> None: ...
+
+
+class ForkSafe(Protocol):
+    """An owner of locks: it names them, and rebuilds them in a forked child."""
+
+    def fork_locks(self) -> Sequence[Lockable]:
+        """The locks to hold across a fork, in the order this owner takes them."""
+        ...
+
+    def fork_child(self) -> None:
+        """In the child: fresh locks, and whatever the lost threads held put right."""
+        ...
+
+
+class LockSet:
+    """A participant for locks that live in a module rather than in an object."""
+
+    def __init__(self, locks: Callable[[], Sequence[Lockable]], child: Callable[[], None]) -> None:
+        self._locks = locks
+        self._child = child
+
+    def fork_locks(self) -> Sequence[Lockable]:
+        return self._locks()
+
+    def fork_child(self) -> None:
+        self._child()
+
+
+_lock = threading.Lock()
+_order = itertools.count()
+# (level, registration order, participant): guarded by _lock.
+_participants: list[tuple[int, int, weakref.ref[ForkSafe]]] = []
+
+
+def register(participant: ForkSafe, level: int) -> None:
+    """Take part in every fork from now on, at ``level`` (see the table above)."""
+    if level not in (DEFAULT, WRAPPER, ALLOCATOR, LEAF):
+        raise ValueError(f"unknown fork level {level}")
+    with _lock:
+        _participants[:] = [p for p in _participants if p[2]() is not None]
+        _participants.append((level, next(_order), weakref.ref(participant)))
+
+
+def _sorted(level: int) -> list[ForkSafe]:
+    found = [(seq, p()) for lv, seq, p in _participants if lv == level]
+    # Tracers are taken newest first: a newer one may wrap an older one, never the reverse.
+    found.sort(key=lambda item: -item[0] if level == WRAPPER else item[0])
+    return [p for _, p in found if p is not None]
+
+
+# What _before_fork took, for the handlers after the fork: (participants, their locks).
+_held: list[tuple[ForkSafe, Sequence[Lockable]]] = []
+
+
+def _take(participant: ForkSafe) -> None:
+    locks = participant.fork_locks()
+    for lock in locks:
+        lock.acquire()
+    _held.append((participant, locks))
+
+
+def _before_fork() -> None:
+    with _lock:
+        first = _sorted(DEFAULT)
+    for participant in first:
+        _take(participant)
+    _lock.acquire()  # held until the fork: no one registers half-way
+    for level in (WRAPPER, ALLOCATOR, LEAF):
+        for participant in _sorted(level):
+            _take(participant)
+
+
+def _after_fork_parent() -> None:
+    _lock.release()
+    for _, locks in reversed(_held):
+        for lock in reversed(locks):
+            lock.release()
+    _held.clear()
+
+
+def _after_fork_child() -> None:
+    global _lock
+    _lock = threading.Lock()
+    for participant, _ in _held:
+        participant.fork_child()
+    _held.clear()
+
+
+os.register_at_fork(
+    before=_before_fork, after_in_parent=_after_fork_parent, after_in_child=_after_fork_child
+)

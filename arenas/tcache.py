@@ -1,0 +1,603 @@
+"""The thread cache: per thread, per size class, no lock (glibc's tcache).
+
+A request of at most ``SLAB_MAX`` bytes is served from the calling thread's
+own cache of free blocks of its size class, and a freed slab block goes into
+the *freeing* thread's cache, as in glibc.  Only a miss reaches the slabs (a
+*refill*: a batch of blocks taken under the thread's arena lock) and only a
+full cache sends blocks home (a *flush*: half of the class, each block under
+its own arena's lock)::
+
+    malloc(n) --hit--> pop bins[class]; live[addr] = class           no lock
+       | miss: not attached, empty bin, gated, n > SLAB_MAX
+       v
+    the allocator's slow path: serve() = borrow one class up, or refill
+                               from slabs (arena lock), or a chunk
+
+    free(p) --hit--> live.pop(p); push bins[class]                    no lock
+       | miss: not this thread's block, not a slab block, full bin, gated
+       v
+    claim() from the other threads' live tables (a remote free), then
+    put(): this thread's bin, or flush half of it home (arena locks)
+
+**Sharing nothing on the hit path.**  On free-threaded CPython threads really
+run at once, and any object two threads write on every call (a shared dict,
+a shared closure's reference count) makes them queue.  So a hit touches only
+the calling thread's :class:`ThreadCache`: its bins, and its ``live`` table
+of the blocks it handed out.  Ownership stays exact without a table every
+thread writes: a live slab block is in exactly one thread's ``live`` table
+(the thread that last allocated it, even after that thread ended), so a free
+that misses its own table looks in the others' (:meth:`ThreadCaches.claim`).
+``dict.pop`` is atomic (under the GIL, and under each dict's own lock on
+free-threaded builds), so of two threads freeing one block at once exactly
+one gets it, and the other is told it is a double free.  A remote free costs
+one ``dict.pop`` per attached thread; docs/ARCHITECTURE.md measures the
+choice against mimalloc's, where a block goes back to its owner's queue.
+
+**The hit path is written once**, as the module-level functions
+:func:`malloc` and :func:`free` below, and every user of it gets *copies* of
+them (:class:`HotPath`): the same code object, with globals of its own that
+name its thread-local and its slow paths.  Each :class:`~arenas.Allocator`
+has one pair, and ``arenas.malloc``/``arenas.free`` are one more, pointed at
+the default allocator.  Why copies, and not methods or closures: on
+free-threaded 3.13, functions defined at module level get deferred reference
+counting, and copies of them too, while bound methods and closures called by
+several threads contend on their reference counts (measured in
+docs/ARCHITECTURE.md).  The names never change after they are made, so a
+reference taken at any time (``from arenas import malloc``, ``m = a.malloc``)
+runs at the same speed and sees every later change: a closed allocator or a
+changed tunable *gates* the caches (the hit path then always misses) instead
+of rebinding anything.
+
+Locking: a ThreadCache's ``bins`` and ``live`` belong to its thread; no lock.
+Other threads touch them only in single atomic operations: a remote free pops
+one ``live`` entry; ``check``, ``stats`` and fork copy them (``list(l)`` and
+``dict.copy()`` are atomic); ``close`` clears them; gating replaces
+``class_of`` and ``counts`` (one attribute store each).  The registry of
+caches (:attr:`ThreadCaches.threads`, ``live_tables``, ``abandoned``,
+``counts``, ``gated``, ``closed``) is written under the arena registry's write
+lock; ``live_tables`` is a tuple replaced whole, so a remote free reads it
+without a lock.
+"""
+
+from __future__ import annotations
+
+import builtins
+import ctypes
+import itertools
+import os
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from types import FunctionType
+from typing import Any, NamedTuple, cast
+
+from .arena import Arena
+from .chunk import checked_address
+from .errors import CLOSED, AllocatorError
+from .registry import ArenaRegistry
+from .slab import (
+    CLASS_OF,
+    CLASS_SIZES,
+    NCLASSES,
+    Slab,
+    SlabTable,
+    reclaim_orphans,
+    return_blocks,
+    take_blocks,
+)
+from .tunables import Params
+
+__all__ = ["HotPath", "ThreadCache", "ThreadCaches", "free", "malloc"]
+
+_memset = ctypes.memset
+_tokens = itertools.count(1)
+
+# A request whose class has nothing cached takes a block the thread caches in
+# the next class up, if there is one (the hit path does it inline): one class
+# up is at most a quarter bigger above 128 bytes, 16 bytes below.  More
+# borrowing measured worse (docs/slabs.md): a borrowed block wastes more, and
+# pins the slab of the block it stands in for.
+TCACHE_BORROW = 1
+_SERVE_FROM: tuple[tuple[int, ...], ...] = tuple(
+    tuple(range(cls, min(cls + 1 + TCACHE_BORROW, NCLASSES))) for cls in range(NCLASSES)
+)
+# What a gated cache holds instead of its tables: every hit path misses.
+_NO_CLASSES = b""
+_NO_COUNTS: tuple[int, ...] = (0,) * NCLASSES
+
+
+def cache_counts(count: int, max_bytes: int) -> list[int]:
+    """Per size class, how many blocks a thread may cache: ``tcache_count``, but no
+    more than ``tcache_max_bytes`` of one class (none of a class above it)."""
+    return [min(count, max_bytes // size) for size in CLASS_SIZES]
+
+
+class ThreadCache:
+    """One thread's cache in one allocator; its finalizer is the thread-exit hook.
+
+    Invariants, while the thread runs and the allocator is open:
+
+    * ``bins[c]`` holds free blocks of class ``c``, at most ``counts[c]``
+      (a lowered ``tcache_count`` is obeyed at the next flush);
+    * ``live`` maps every block this thread handed out and nobody freed yet
+      to its class; a block is in one thread's ``live`` at most;
+    * ``class_of`` is ``CLASS_OF`` and ``counts`` the allocator's limits, or,
+      while the caches are gated, ``b""`` and zeros (every hit misses);
+    * ``fill[c]`` is how many blocks the next refill of class ``c`` takes: one
+      at first, doubling with each miss up to half the cache (jemalloc adapts
+      its fill count the same way), so a class used a few times does not pull
+      half a cache of blocks it will never use.
+
+    When the thread ends, normally or by an exception, CPython drops the
+    thread's ``threading.local`` values, and ``__del__`` sends the cache home
+    and detaches the thread from its arena.  ``live`` stays behind: the
+    thread's blocks are still the program's.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "arena",
+        "bins",
+        "class_of",
+        "counts",
+        "fill",
+        "live",
+        "owner",
+        "pid",
+        "token",
+    )
+
+    def __init__(self, owner: ThreadCaches, arena: Arena, live: dict[int, int]) -> None:
+        self.owner = weakref.ref(owner)
+        self.arena = arena
+        self.pid = os.getpid()
+        self.token = next(_tokens)
+        self.bins: list[list[int]] = [[] for _ in range(NCLASSES)]
+        self.live = live
+        self.fill = [1] * NCLASSES
+        self.class_of = CLASS_OF
+        self.counts: Sequence[int] = list(owner.counts)
+
+    def __del__(self) -> None:
+        owner = self.owner()
+        # A forked child drops the parent's other threads: their caches are stale.
+        if owner is not None and self.pid == os.getpid():
+            owner.thread_exit(self)
+
+
+# =================================================================== the hit path
+# Every bound copy of malloc and free has its own values of these four names.
+_tls: Any = threading.local()
+
+
+def _malloc_miss(size: Any) -> int:
+    raise AssertionError("the hit path is used through HotPath copies only")
+
+
+def _free_miss(addr: Any) -> None:
+    raise AssertionError("the hit path is used through HotPath copies only")
+
+
+def _free_full(cache: ThreadCache, addr: Any, cls: int) -> None:
+    """The hit path freed a block it cannot keep: a full bin, a gated cache, or an
+    address that only compares equal to an int."""
+    owner = cache.owner()
+    if owner is None:  # (the allocator is gone, and this thread's cache with it)
+        raise AllocatorError(CLOSED)
+    owner.free_popped(cache, addr, cls)
+
+
+def malloc(size: int) -> int:
+    """Allocate ``size`` bytes; return the real address of the first one."""
+    if size.__class__ is int and size >= 0:
+        try:
+            cache = _tls.cache  # AttributeError: this thread is not attached yet
+            cls = cache.class_of[size]  # IndexError: above SLAB_MAX, or gated
+            cached = cache.bins[cls]
+            if not cached:  # borrow a block of the next class (TCACHE_BORROW)
+                cls += 1
+                cached = cache.bins[cls]  # IndexError past the last class
+            if cached:
+                addr = cached.pop()  # (IndexError only if close() emptied it just now)
+                cache.live[addr] = cls
+                return addr  # type: ignore[no-any-return]
+        except (AttributeError, IndexError):
+            pass
+    return _malloc_miss(size)
+
+
+def free(addr: int) -> None:
+    """Free the block at ``addr``; ``free(0)`` does nothing."""
+    try:
+        cache = _tls.cache
+        cls = cache.live.pop(addr, None)  # atomic: of two racing frees, one wins
+    except (AttributeError, TypeError):  # not attached; an unhashable address
+        return _free_miss(addr)
+    if cls is None:
+        return _free_miss(addr)
+    cached = cache.bins[cls]
+    if len(cached) < cache.counts[cls] and addr.__class__ is int:
+        cached.append(addr)
+        return None
+    return _free_full(cache, addr, cls)
+
+
+class HotPath:
+    """Copies of :func:`malloc` and :func:`free` bound to one thread-local and its slow paths.
+
+    ``malloc_miss(size)`` and ``free_miss(addr)`` take every call the hit
+    path cannot serve.  :meth:`retarget` points the copies at another
+    thread-local (the module-level functions follow the default allocator).
+    """
+
+    def __init__(
+        self,
+        tls: threading.local,
+        malloc_miss: Callable[[Any], int],
+        free_miss: Callable[[Any], None],
+        *,
+        module: str,
+        owner: str = "",
+    ) -> None:
+        self._globals: dict[str, Any] = {
+            "__builtins__": builtins,
+            "__name__": module,
+            "_tls": tls,
+            "_malloc_miss": malloc_miss,
+            "_free_miss": free_miss,
+            "_free_full": _free_full,
+        }
+        self.malloc = cast(Callable[[int], int], self._copy(malloc, owner))
+        self.free = cast(Callable[[int], None], self._copy(free, owner))
+
+    def _copy(self, template: Callable[..., Any], owner: str) -> FunctionType:
+        code = template.__code__
+        fn = FunctionType(code, self._globals, code.co_name)
+        fn.__qualname__ = f"{owner}.{code.co_name}" if owner else code.co_name
+        fn.__doc__ = template.__doc__
+        fn.__annotations__ = dict(template.__annotations__)
+        return fn
+
+    def retarget(self, tls: threading.local) -> None:
+        self._globals["_tls"] = tls
+
+
+# ======================================================== the caches of an allocator
+class _Held(NamedTuple):
+    """What the allocator keeps of a thread's cache (the cache itself may be gone)."""
+
+    bins: list[list[int]]
+    live: dict[int, int]
+    cache: weakref.ref[ThreadCache]
+
+
+class ThreadCaches:
+    """Every thread's cache of one allocator, and the paths between caches and slabs.
+
+    ``tls.cache`` is the calling thread's :class:`ThreadCache`.  ``threads``
+    holds, by token, every attached thread's bins and live table;
+    ``live_tables`` every live table still holding blocks (attached threads'
+    and ``abandoned`` ones, of threads that ended); a new thread adopts an
+    abandoned table, so there are never more tables than threads at the peak.
+    """
+
+    def __init__(
+        self, registry: ArenaRegistry, table: SlabTable, mp: Params, counts: list[int]
+    ) -> None:
+        self.tls = threading.local()
+        self.registry = registry
+        self.table = table
+        self.mp = mp
+        self.counts = counts
+        self.threads: dict[int, _Held] = {}
+        self.live_tables: tuple[dict[int, int], ...] = ()
+        self.abandoned: list[dict[int, int]] = []
+        self.gated = False
+        self.closed = False
+
+    # ------------------------------------------------------------ attach and exit
+    def current(self) -> ThreadCache:
+        """The calling thread's cache, attaching the thread (``arena_get``) on first use."""
+        try:
+            cache: ThreadCache = self.tls.cache
+        except AttributeError:
+            return self._attach()
+        if self.closed:
+            raise AllocatorError(CLOSED)
+        return cache
+
+    def _attach(self) -> ThreadCache:
+        if self.closed:
+            raise AllocatorError(CLOSED)
+        registry = self.registry
+        arena = registry.arena_get2()
+        with registry.writing():
+            if self.closed:
+                registry.detach_locked(arena)
+                raise AllocatorError(CLOSED)
+            self._prune()
+            if self.abandoned:
+                live = self.abandoned.pop()  # still in live_tables
+            else:
+                live = {}
+                self.live_tables = (*self.live_tables, live)
+            cache = ThreadCache(self, arena, live)
+            if self.gated:
+                self._gate(cache)
+            self.threads[cache.token] = _Held(cache.bins, live, weakref.ref(cache))
+        self.tls.cache = cache
+        return cache
+
+    def thread_exit(self, cache: ThreadCache) -> None:
+        """The thread of ``cache`` ended: send its blocks home, keep its live blocks findable."""
+        registry = self.registry
+        with registry.writing():
+            if self.closed or self.threads.pop(cache.token, None) is None:
+                return
+            self._abandon(cache.live)
+            self._flush_bins(cache.bins)
+            registry.detach_locked(cache.arena)
+
+    def _abandon(self, live: dict[int, int]) -> None:
+        """A thread left: its table stays where remote frees look, until it empties."""
+        self.abandoned.append(live)
+        self._prune()
+
+    def _prune(self) -> None:
+        """Forget abandoned tables that emptied: no one adds to them any more."""
+        empty = [t for t in self.abandoned if not t]
+        if empty:
+            self.abandoned = [t for t in self.abandoned if t]
+            self.live_tables = tuple(t for t in self.live_tables if all(t is not e for e in empty))
+
+    def switch_arena(self, cache: ThreadCache, arena: Arena) -> None:
+        """The thread moved to another arena (``arena_get_retry``)."""
+        cache.arena = arena
+
+    # -------------------------------------------------------------- ownership
+    def claim(self, addr: int) -> int | None:
+        """Take ``addr`` out of whichever live table holds it; its class, or None.
+
+        The caller owns the block alone from then on: a free, or a realloc.
+        """
+        for table in self.live_tables:
+            cls = table.pop(addr, None)
+            if cls is not None:
+                return cls
+        return None
+
+    def find(self, addr: int) -> int | None:
+        """The class of the live slab block ``addr``, or None (it stays live)."""
+        for table in self.live_tables:
+            cls = table.get(addr)
+            if cls is not None:
+                return cls
+        return None
+
+    def unclaim(self, cache: ThreadCache, addr: int, cls: int) -> None:
+        """A claimed block stays live after all (a realloc that kept it, or failed)."""
+        cache.live[addr] = cls
+
+    # ------------------------------------------------------------- allocation
+    def serve(self, cache: ThreadCache, size: int) -> int:
+        """A slab block for ``size`` that the hit path could not give; 0 if no slab
+        can be made (the caller then tries an ordinary chunk).
+
+        A block this thread caches, of the class or of the next
+        ``TCACHE_BORROW`` classes, costs no lock and no new memory; then a
+        refill takes a batch from the slabs.
+        """
+        cls = CLASS_OF[size]
+        bins = cache.bins
+        for source in _SERVE_FROM[cls]:
+            cached = bins[source]
+            if cached:
+                try:
+                    addr = cached.pop()
+                except IndexError:  # close() emptied it just now
+                    raise AllocatorError(CLOSED) from None
+                cache.live[addr] = source
+                return addr
+        blocks = self._refill(cache, cls)
+        if not blocks:
+            return 0
+        blocks.reverse()
+        addr = blocks.pop()
+        bins[cls].extend(blocks)
+        cache.live[addr] = cls
+        return addr
+
+    def _refill(self, cache: ThreadCache, cls: int) -> list[int]:
+        """A batch of free blocks of class ``cls`` from the slabs of this thread's arena.
+
+        The batch grows with each miss (``fill``).  A non-main arena that
+        would have to grow its heap for a new slab first uses memory the main
+        arena holds already freed (:meth:`_refill_elsewhere`).
+        """
+        fill = cache.fill
+        want = fill[cls]
+        most = (self.counts[cls] >> 1) + 1
+        if want < most:
+            fill[cls] = min(want * 2, most)
+        else:
+            want = most  # (tcache_count may have been lowered since)
+        arena = cache.arena
+        main = self.registry.main
+        with arena.lock:
+            blocks = take_blocks(arena, cls, want, self.table, grow=arena is main)
+        if not blocks and arena is not main:
+            blocks = self._refill_elsewhere(arena, main, cls, want)
+        return blocks
+
+    def _refill_elsewhere(self, arena: Arena, main: Arena, cls: int, want: int) -> list[int]:
+        """A non-main arena would have to grow its heap for a new slab.
+
+        Memory the main arena holds already freed (blocks in its partial
+        slabs, free chunks left by a burst that ended) is used first, if its
+        lock is free at once: otherwise a thread that finished its work on
+        the main arena pins memory there that no other thread can reach.
+        The main arena's top is left alone, so that threads stay on their
+        own arenas while there is no freed memory to reuse.  Then the arena
+        grows; then the main arena grows (glibc's ``arena_get_retry``).
+        """
+        table = self.table
+        blocks: list[int] = []
+        if main.lock.acquire(blocking=False):
+            try:
+                blocks = take_blocks(main, cls, want, table, top=False, grow=False)
+            finally:
+                main.lock.release()
+        if not blocks:
+            with arena.lock:
+                blocks = take_blocks(arena, cls, want, table)
+        if not blocks:
+            with main.lock:
+                blocks = take_blocks(main, cls, want, table)
+        return blocks
+
+    # ------------------------------------------------------------------- free
+    def free_popped(self, cache: ThreadCache, addr: Any, cls: int) -> None:
+        """Free a slab block already taken out of a live table: into ``cache``,
+        whichever thread allocated it, or home when the bin is full."""
+        if addr.__class__ is not int:  # a float or a bool that compared equal
+            cache.live[int(addr)] = cls
+            checked_address(addr)
+        if self.closed:
+            raise AllocatorError(CLOSED)
+        perturb = self.mp.perturb
+        if perturb:  # (the block is ours alone: popped from its live table)
+            _memset(addr, perturb, CLASS_SIZES[cls])
+        cached = cache.bins[cls]
+        if len(cached) < self.counts[cls]:
+            cached.append(addr)
+            return
+        # A full bin: send half of it home, and ``addr`` with it.
+        keep = len(cached) >> 1
+        blocks = cached[keep:]
+        del cached[keep:]
+        blocks.append(addr)
+        self.return_blocks(cls, blocks)
+
+    def return_blocks(self, cls: int, blocks: list[int]) -> None:
+        """Give blocks back to their slabs, each under its own arena's lock."""
+        table = self.table
+        owners = table.owners(blocks, cls)
+        keep_spare = self.counts[cls] == 0
+        arena = owners[0].arena
+        for slab in owners:
+            if slab.arena is not arena:
+                break
+        else:  # the usual case: one arena, one lock
+            with arena.lock:
+                return_blocks(arena, cls, blocks, owners, table, keep_spare)
+            return
+        by_arena: dict[Arena, tuple[list[int], list[Slab]]] = {}
+        for addr, slab in zip(blocks, owners, strict=True):
+            mine, theirs = by_arena.setdefault(slab.arena, ([], []))
+            mine.append(addr)
+            theirs.append(slab)
+        for arena, (mine, theirs) in by_arena.items():
+            with arena.lock:
+                return_blocks(arena, cls, mine, theirs, table, keep_spare)
+
+    def _flush_bins(self, bins: list[list[int]]) -> None:
+        for cls, cached in enumerate(bins):
+            if cached:
+                blocks = cached[:]
+                cached.clear()
+                self.return_blocks(cls, blocks)
+
+    def flush(self) -> None:
+        """Send the calling thread's whole cache home (``trim``, a lowered limit)."""
+        cache: ThreadCache | None = getattr(self.tls, "cache", None)
+        if cache is not None:
+            with self.registry.writing():
+                if not self.closed:
+                    self._flush_bins(cache.bins)
+
+    # --------------------------------------------------------------- settings
+    def set_counts(self, counts: list[int]) -> None:
+        """New per-class limits, obeyed by every thread from its next free."""
+        with self.registry.writing():
+            self.counts = counts
+            if not self.gated:
+                for cache in self._caches():
+                    cache.counts = list(counts)
+
+    def gate(self, gated: bool) -> None:
+        """Make every hit path miss (``perturb`` set), or serve again."""
+        with self.registry.writing():
+            self.gated = gated
+            for cache in self._caches():
+                if gated:
+                    self._gate(cache)
+                else:
+                    cache.class_of = CLASS_OF
+                    cache.counts = list(self.counts)
+
+    @staticmethod
+    def _gate(cache: ThreadCache) -> None:
+        cache.class_of = _NO_CLASSES
+        cache.counts = _NO_COUNTS
+
+    def _caches(self) -> list[ThreadCache]:
+        found = (held.cache() for held in self.threads.values())
+        return [cache for cache in found if cache is not None]
+
+    def close(self) -> None:
+        """Every cache forgets its blocks; every later hit misses (registry lock held)."""
+        self.closed = True
+        for cache in self._caches():
+            self._gate(cache)
+        for held in self.threads.values():
+            for cached in held.bins:
+                cached.clear()
+        for live in self.live_tables:
+            live.clear()
+        self.threads.clear()
+        self.live_tables = ()
+        self.abandoned = []
+
+    # ------------------------------------------------------------- snapshots
+    def live_blocks(self) -> dict[int, int]:
+        """Every live slab block and its class (a copy; exact when threads are idle)."""
+        merged: dict[int, int] = {}
+        for table in self.live_tables:
+            merged.update(table.copy())
+        return merged
+
+    def cached_blocks(self) -> dict[int, list[list[int]]]:
+        """Each attached thread's bins, by token (copies; registry lock held)."""
+        return {token: [list(c) for c in held.bins] for token, held in self.threads.items()}
+
+    def current_bins(self) -> list[list[int]] | None:
+        """The calling thread's bins (a copy), or None if it is not attached."""
+        cache: ThreadCache | None = getattr(self.tls, "cache", None)
+        return None if cache is None else [list(c) for c in cache.bins]
+
+    def in_a_bin(self, addr: int, cls: int) -> bool:
+        """Whether some thread caches ``addr`` (a double free's diagnosis)."""
+        return any(addr in list(held.bins[cls]) for held in list(self.threads.values()))
+
+    # ------------------------------------------------------------------ fork
+    def fork_child(self) -> None:
+        """In a forked child: only the forking thread lives.  The other threads'
+        caches go home; their live blocks stay live (the child may free them)."""
+        survivor: ThreadCache | None = getattr(self.tls, "cache", None)
+        if survivor is not None:
+            survivor.pid = os.getpid()
+        for token, held in list(self.threads.items()):
+            if survivor is None or token != survivor.token:
+                self._flush_bins(held.bins)
+                del self.threads[token]
+                self._abandon(held.live)
+        self._reclaim_orphans()
+
+    def _reclaim_orphans(self) -> None:
+        """Blocks that no thread holds any more go back to their slabs (a forked child)."""
+        held = set(self.live_blocks())
+        for bins in self.cached_blocks().values():
+            for cached in bins:
+                held.update(cached)
+        for arena in self.registry.arenas:
+            reclaim_orphans(arena, held)
