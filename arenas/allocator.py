@@ -165,7 +165,11 @@ class Allocator:
         self._debugger: Debugger | None = None
         if debug:
             self._debugger = debugger = Debugger(
-                hot.malloc, hot.free, Allocator.memalign.__get__(self), on_oom=on_oom
+                hot.malloc,
+                hot.free,
+                Allocator.memalign.__get__(self),
+                view=Allocator.view.__get__(self),
+                on_oom=on_oom,
             )
             self.malloc = debugger.malloc
             self.free = debugger.free
@@ -194,6 +198,7 @@ class Allocator:
 
     def arena_list(self) -> list[Arena]:
         """The arenas, read under the registry's lock (each is then read under its own)."""
+        self._caches.reap()
         with self._registry.reading():
             self._require_open()
             return list(self._registry.arenas)
@@ -540,6 +545,7 @@ class Allocator:
         other threads are idle, ``False`` to skip it.
         """
         registry = self._registry
+        self._caches.reap()
         with registry.writing():
             self._require_open()
             arenas = list(registry.arenas)
@@ -794,6 +800,7 @@ class Allocator:
         """Live blocks with their sizes and allocating threads (needs ``debug=True``)."""
         if self._debugger is None:
             raise AllocatorError("report_leaks() needs Allocator(debug=True)")
+        self._require_open()
         return self._debugger.report_leaks()
 
     # ================================================================ close
@@ -813,6 +820,8 @@ class Allocator:
             self._closed = True
             self._caches.close()
             arenas = list(self._registry.arenas)
+        if self._debugger is not None:
+            self._debugger.close()
         for arena in arenas:
             with arena.lock:
                 for heap in arena.heaps:
@@ -857,12 +866,15 @@ class Allocator:
             *self._budget.locks(),
         ]
 
-    def fork_child(self) -> None:
-        cache: ThreadCache | None = getattr(self._caches.tls, "cache", None)
-        self._registry.reset_after_fork(cache.arena if cache is not None else None)
+    def fork_new_locks(self) -> None:
+        self._registry.reset_after_fork()
         self._heap_table.reset_locks()
         self._slab_table.reset_locks()
         self._mmapped.reset_locks()
         self._budget.reset_locks()
+
+    def fork_repair(self) -> None:
+        cache: ThreadCache | None = getattr(self._caches.tls, "cache", None)
+        self._registry.attach_only(cache.arena if cache is not None else None)
         if not self._closed:
             self._caches.fork_child()

@@ -26,13 +26,18 @@ realloc).  So a realloc racing a free of the same block makes one of them
 fail with ``DoubleFree``/``InvalidPointer``; neither copies from memory the
 other has already given back.
 
-Locking: ``blocks`` and ``freed`` are guarded by ``Debugger.lock``; the
-wrapped functions are called outside it.
+Locking: ``blocks``, ``freed`` and ``closed`` are guarded by
+``Debugger.lock``.  It is held while a block's bytes are checked through the
+inner allocator's view (a block in the records is live, and its allocator
+cannot close under the check), never while the inner malloc or free runs.
+So the lock is taken before any of the inner allocator's (fork level
+WRAPPER, see :mod:`arenas.fork`).
 """
 
 from __future__ import annotations
 
 import ctypes
+import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -40,7 +45,7 @@ from dataclasses import dataclass
 
 from . import fork
 from .chunk import calloc_request, checked_address, checked_request
-from .errors import DoubleFree, HeapCorruption, InvalidPointer, for_call
+from .errors import CLOSED, AllocatorError, DoubleFree, HeapCorruption, InvalidPointer, for_call
 
 __all__ = ["Debugger", "Leak"]
 
@@ -69,12 +74,27 @@ class Leak:
 @dataclass(frozen=True)
 class _Record:
     raw: int
+    prefix: int  # user = raw + prefix
     size: int
     thread: str
 
+    @property
+    def span(self) -> int:
+        return self.prefix + self.size
+
+
+ViewFn = Callable[[int, int], memoryview]
+
 
 class Debugger:
-    """Debugging versions of malloc, free, realloc, calloc and memalign over inner ones."""
+    """Debugging versions of malloc, free, realloc, calloc and memalign over inner ones.
+
+    ``view(raw, n)``, when given, is the inner allocator's view of its blocks:
+    every byte the debugger reads or writes goes through it, so a block of an
+    allocator closed meanwhile raises that allocator's error instead of
+    touching unmapped memory.  Without it, the bytes are reached by address,
+    and the inner allocator must keep its blocks mapped while they are live.
+    """
 
     def __init__(
         self,
@@ -82,6 +102,7 @@ class Debugger:
         free: Callable[[int], None],
         memalign: Callable[[int, int], int] | None = None,
         *,
+        view: ViewFn | None = None,
         fill_new: int = FILL_NEW,
         fill_free: int = FILL_FREE,
         guard: int = 16,
@@ -95,6 +116,7 @@ class Debugger:
         self._malloc = malloc
         self._free = free
         self._memalign = memalign
+        self._view = view
         self._on_oom = on_oom  # told of sizes refused before the inner malloc sees them
         self.fill_new = fill_new
         self.fill_free = fill_free
@@ -103,13 +125,39 @@ class Debugger:
         self.lock = threading.Lock()
         self.blocks: dict[int, _Record] = {}
         self.freed: OrderedDict[int, int] = OrderedDict()
-        fork.register(self, fork.LEAF)
+        self.closed = False
+        fork.register(self, fork.WRAPPER)
+
+    def close(self) -> None:
+        """The inner allocator is closed: forget every block; later calls raise."""
+        with self.lock:
+            self.closed = True
+            self.blocks.clear()
+            self.freed.clear()
+
+    def _live_record(self, user: int, op: str) -> _Record:
+        """The record of the live block ``user`` (``lock`` held), or the error ``op`` raises."""
+        if self.closed:
+            raise AllocatorError(CLOSED)
+        record = self.blocks.get(user)
+        if record is None:
+            raise for_call(self._not_live(user), op, user)
+        return record
 
     def fork_locks(self) -> list[threading.Lock]:
         return [self.lock]
 
-    def fork_child(self) -> None:
+    def fork_new_locks(self) -> None:
         self.lock = threading.Lock()
+
+    def fork_repair(self) -> None:
+        pass
+
+    def _bytes(self, raw: int, length: int) -> memoryview:
+        """The first ``length`` bytes of the inner block at ``raw``."""
+        if self._view is not None:
+            return self._view(raw, length)
+        return memoryview((ctypes.c_char * length).from_address(raw)).cast("B")
 
     # ----------------------------------------------------------- allocate
     def malloc(self, size: int) -> int:
@@ -129,17 +177,18 @@ class Debugger:
     def calloc(self, n: int, size: int) -> int:
         total = calloc_request(n, size, self._on_oom)
         addr = self.malloc(total)
-        ctypes.memset(addr, 0, total)
+        record = self.record(addr, "calloc")
+        with self._bytes(record.raw, record.span) as mv:  # (ours alone: just allocated)
+            mv[record.prefix :] = bytes(total)
         return addr
 
     def _dress(self, raw: int, prefix: int, size: int) -> int:
         user = raw + prefix
-        header = (ctypes.c_uint64 * 2).from_address(user - HEADER)
-        header[0] = (INTEGRITY ^ user) & MASK64
-        header[1] = size
-        ctypes.memset(user, self.fill_new, size)
-        ctypes.memmove(user + size, self._guard_bytes, self.guard)
-        record = _Record(raw, size, threading.current_thread().name)
+        record = _Record(raw, prefix, size, threading.current_thread().name)
+        with self._bytes(raw, record.span + self.guard) as mv:  # (ours alone: just allocated)
+            struct.pack_into("<QQ", mv, prefix - HEADER, (INTEGRITY ^ user) & MASK64, size)
+            mv[prefix : prefix + size] = bytes([self.fill_new]) * size
+            mv[prefix + size :] = self._guard_bytes
         with self.lock:
             self.blocks[user] = record
             self.freed.pop(user, None)
@@ -160,24 +209,28 @@ class Debugger:
         if size == 0:
             self.free(user)
             return 0
-        record = self._claim(user, "realloc")  # ours alone: a racing free finds nothing
+        old = self._claim(user, "realloc")  # ours alone: a racing free finds nothing
         try:
             new = self.malloc(size)
+            n = min(old.size, size)
+            new_raw = self.record(new, "realloc").raw
+            with (
+                self._bytes(old.raw, old.span) as src,
+                self._bytes(new_raw, new - new_raw + n) as dst,
+            ):
+                dst[new - new_raw :] = src[old.prefix : old.prefix + n]
         except BaseException:
             with self.lock:  # the old block is untouched: it stays live
-                self.blocks[user] = record
+                self.blocks[user] = old
             raise
-        ctypes.memmove(new, user, min(record.size, size))
-        self._release(user, record)
+        self._release(user, old)
         return new
 
     def _claim(self, user: int, op: str) -> _Record:
         """Take the live block ``user`` out of the records, checked: the caller owns it
         alone now.  A damaged block stays live, and is reported."""
         with self.lock:
-            record = self.blocks.get(user)
-            if record is None:
-                raise for_call(self._not_live(user), op, user)
+            record = self._live_record(user, op)
             self._verify(user, record)
             del self.blocks[user]
         return record
@@ -188,7 +241,8 @@ class Debugger:
             self.freed[user] = record.size
             if len(self.freed) > FREED_MEMORY:
                 self.freed.popitem(last=False)
-        ctypes.memset(user, self.fill_free, record.size)
+        with self._bytes(record.raw, record.span) as mv:
+            mv[record.prefix :] = bytes([self.fill_free]) * record.size
         self._free(record.raw)
 
     def _not_live(self, user: int) -> InvalidPointer:
@@ -201,11 +255,13 @@ class Debugger:
 
     # --------------------------------------------------------------- check
     def _verify(self, user: int, record: _Record) -> None:
-        header = (ctypes.c_uint64 * 2).from_address(user - HEADER)
+        with self._bytes(record.raw, record.span + self.guard) as mv:
+            integrity, size = struct.unpack_from("<QQ", mv, record.prefix - HEADER)
+            guard = mv[record.span :].tobytes()
         where = f"block {user:#x} ({record.size} bytes, allocated by thread {record.thread!r})"
-        if header[0] != (INTEGRITY ^ user) & MASK64 or header[1] != record.size:
+        if integrity != (INTEGRITY ^ user) & MASK64 or size != record.size:
             raise HeapCorruption(f"integrity word before {where} is corrupted: underrun?")
-        if ctypes.string_at(user + record.size, self.guard) != self._guard_bytes:
+        if guard != self._guard_bytes:
             raise HeapCorruption(f"guard bytes after {where} are overwritten: overrun")
 
     def usable_size(self, addr: int) -> int:
@@ -216,10 +272,7 @@ class Debugger:
     def record(self, addr: int, op: str) -> _Record:
         """The record of the live block ``addr``; if none, the error ``op`` (the call) raises."""
         with self.lock:
-            record = self.blocks.get(addr)
-        if record is None:
-            raise for_call(self._not_live(addr), op, addr)
-        return record
+            return self._live_record(addr, op)
 
     def check(self) -> None:
         """Verify every live block's integrity word and guard bytes."""

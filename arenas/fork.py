@@ -7,9 +7,10 @@ them in the child (``__malloc_fork_unlock_child``).  This package has more
 locks than arenas, and a lock held at the fork by any other thread would be
 held forever in the child.  So every owner of a lock *names its own locks* by
 registering a :class:`ForkSafe` participant here, and this module takes them
-all before the fork, in one documented order, releases them in the parent,
-and asks each owner to rebuild its locks (and anything the lost threads were
-holding) in the child.
+all before the fork, in one documented order, and releases them in the
+parent.  In the child it works in two passes: first every owner makes new
+locks (taking none), then every owner puts right what the lost threads were
+holding, when any lock it may need is a fresh one.
 
 The order.  A thread only ever takes a lock of a later level while holding
 locks of earlier levels, never the reverse, so taking them level by level
@@ -20,18 +21,19 @@ called:
 level  name          locks
 =====  ============  ========================================================
 0      ``DEFAULT``   creating the default allocator (``arenas.dispatch``)
-1      ``WRAPPER``   tracing replacements, newest first: a tracer holds its
-                     lock across the call into the allocator it wraps
+1      ``WRAPPER``   tracing replacements and debuggers, newest first: each
+                     holds its lock across calls into what it wraps
 2      ``ALLOCATOR`` each allocator: its registry, its arenas in index order,
                      then its heap table, slab table, mapping table, budget
-3      ``LEAF``      locks held only around their own data: the debugger's
-                     records, the replacement functions' table, counting
-                     replacements, the deferred unmaps
+3      ``LEAF``      locks held only around their own data: the replacement
+                     functions' table, counting replacements, the deferred
+                     unmaps
 =====  ============  ========================================================
 
 Locking: the list of participants has its own lock.  It is taken after
 level 0 (creating the default allocator registers one) and held from the
-snapshot to the fork, so no participant can appear half-registered.
+snapshot to the fork, so no participant can appear half-registered.  What a
+fork took is recorded per forking thread.
 Participants are held by weak reference: an allocator that is dropped
 leaves the list by itself.
 """
@@ -45,7 +47,16 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-__all__ = ["ALLOCATOR", "DEFAULT", "LEAF", "WRAPPER", "ForkSafe", "LockSet", "register"]
+__all__ = [
+    "ALLOCATOR",
+    "DEFAULT",
+    "LEAF",
+    "WRAPPER",
+    "ForkSafe",
+    "LockSet",
+    "participants",
+    "register",
+]
 
 DEFAULT = 0
 WRAPPER = 1
@@ -65,23 +76,33 @@ class ForkSafe(Protocol):
         """The locks to hold across a fork, in the order this owner takes them."""
         ...
 
-    def fork_child(self) -> None:
-        """In the child: fresh locks, and whatever the lost threads held put right."""
+    def fork_new_locks(self) -> None:
+        """In the child, first pass: replace every lock named above; take none."""
+        ...
+
+    def fork_repair(self) -> None:
+        """In the child, second pass: put right what the lost threads held (any
+        participant's lock may be taken now: they are all new)."""
         ...
 
 
 class LockSet:
     """A participant for locks that live in a module rather than in an object."""
 
-    def __init__(self, locks: Callable[[], Sequence[Lockable]], child: Callable[[], None]) -> None:
+    def __init__(
+        self, locks: Callable[[], Sequence[Lockable]], new_locks: Callable[[], None]
+    ) -> None:
         self._locks = locks
-        self._child = child
+        self._new_locks = new_locks
 
     def fork_locks(self) -> Sequence[Lockable]:
         return self._locks()
 
-    def fork_child(self) -> None:
-        self._child()
+    def fork_new_locks(self) -> None:
+        self._new_locks()
+
+    def fork_repair(self) -> None:
+        pass
 
 
 _lock = threading.Lock()
@@ -99,6 +120,12 @@ def register(participant: ForkSafe, level: int) -> None:
         _participants.append((level, next(_order), weakref.ref(participant)))
 
 
+def participants() -> list[tuple[int, ForkSafe]]:
+    """Every live participant with its level, in the order a fork takes them."""
+    with _lock:
+        return [(level, p) for level in (DEFAULT, WRAPPER, ALLOCATOR, LEAF) for p in _sorted(level)]
+
+
 def _sorted(level: int) -> list[ForkSafe]:
     found = [(seq, p()) for lv, seq, p in _participants if lv == level]
     # Tracers are taken newest first: a newer one may wrap an older one, never the reverse.
@@ -106,42 +133,69 @@ def _sorted(level: int) -> list[ForkSafe]:
     return [p for _, p in found if p is not None]
 
 
-# What _before_fork took, for the handlers after the fork: (participants, their locks).
-_held: list[tuple[ForkSafe, Sequence[Lockable]]] = []
+# What _before_fork took, for the handlers after the fork: (participants, their
+# locks).  Per thread: two threads forking at once must not release each other's.
+_forking = threading.local()
+
+
+def _held() -> list[tuple[ForkSafe, Sequence[Lockable]]]:
+    held: list[tuple[ForkSafe, Sequence[Lockable]]] | None = getattr(_forking, "held", None)
+    if held is None:
+        held = _forking.held = []
+    return held
 
 
 def _take(participant: ForkSafe) -> None:
     locks = participant.fork_locks()
-    for lock in locks:
-        lock.acquire()
-    _held.append((participant, locks))
+    taken: list[Lockable] = []
+    try:
+        for lock in locks:
+            lock.acquire()
+            taken.append(lock)
+    finally:
+        _held().append((participant, taken))
 
 
 def _before_fork() -> None:
-    with _lock:
-        first = _sorted(DEFAULT)
-    for participant in first:
-        _take(participant)
-    _lock.acquire()  # held until the fork: no one registers half-way
-    for level in (WRAPPER, ALLOCATOR, LEAF):
-        for participant in _sorted(level):
+    try:
+        with _lock:
+            first = _sorted(DEFAULT)
+        for participant in first:
             _take(participant)
+        _lock.acquire()  # held until the fork: no one registers half-way
+        _held().append((_LIST, [_lock]))
+        for level in (WRAPPER, ALLOCATOR, LEAF):
+            for participant in _sorted(level):
+                _take(participant)
+    except BaseException:
+        # (CPython only prints an error raised here, and forks anyway: leave
+        # nothing held, or the next fork would wait forever)
+        _after_fork_parent()
+        raise
 
 
 def _after_fork_parent() -> None:
-    _lock.release()
-    for _, locks in reversed(_held):
+    held = _held()
+    for _, locks in reversed(held):
         for lock in reversed(locks):
             lock.release()
-    _held.clear()
+    held.clear()
 
 
 def _after_fork_child() -> None:
     global _lock
     _lock = threading.Lock()
-    for participant, _ in _held:
-        participant.fork_child()
-    _held.clear()
+    held = _held()
+    for participant, _ in held:
+        participant.fork_new_locks()
+    for participant, _ in held:
+        participant.fork_repair()
+    held.clear()
+
+
+# The participant list's own lock, as it appears among what _before_fork holds
+# (the child makes a new one above).
+_LIST = LockSet(lambda: [], lambda: None)
 
 
 os.register_at_fork(

@@ -87,8 +87,11 @@ class Counting(Replacement):
     def fork_locks(self) -> list[threading.Lock]:
         return [self.lock]
 
-    def fork_child(self) -> None:
+    def fork_new_locks(self) -> None:
         self.lock = threading.Lock()
+
+    def fork_repair(self) -> None:
+        pass
 
     def malloc(self, size: int) -> int:
         addr = self.inner.malloc(size)
@@ -159,8 +162,11 @@ class Tracing(Replacement):
     def fork_locks(self) -> list[threading.Lock]:
         return [self.lock]
 
-    def fork_child(self) -> None:
+    def fork_new_locks(self) -> None:
         self.lock = threading.Lock()
+
+    def fork_repair(self) -> None:
+        pass
 
     def _tid(self) -> int:
         ident = threading.get_ident()
@@ -245,6 +251,7 @@ def debugging(
         base.malloc,
         base.free,
         getattr(base, "memalign", None),
+        view=getattr(base, "view", None),
         fill_new=fill_new,
         fill_free=fill_free,
         guard=guard,

@@ -30,12 +30,21 @@ class MmappedChunks:
     once find it once, and bytes are never read from a mapping already gone.
     """
 
-    __slots__ = ("budget", "chunks", "lock", "max_mmapped_mem", "max_n_mmaps", "mmapped_mem")
+    __slots__ = (
+        "budget",
+        "chunks",
+        "lock",
+        "max_mmapped_mem",
+        "max_n_mmaps",
+        "mmapped_mem",
+        "pending",
+    )
 
     def __init__(self, budget: SystemBudget) -> None:
         self.lock = threading.Lock()
         self.budget = budget
         self.chunks: dict[int, Region] = {}
+        self.pending = 0  # mappings being made: counted against mmap_max already
         self.mmapped_mem = 0
         self.max_mmapped_mem = 0
         self.max_n_mmaps = 0
@@ -43,10 +52,20 @@ class MmappedChunks:
     def alloc(self, nb: int, alignment: int = MALLOC_ALIGNMENT, limit: int = 1 << 62) -> int:
         """Map a chunk of at least ``nb`` bytes; return its user address, or 0.
 
-        0 also when ``limit`` mappings (``mmap_max``) exist already.
+        0 also when ``limit`` mappings (``mmap_max``) exist already, counting
+        those other threads are making right now.
         """
-        if len(self.chunks) >= limit:
-            return 0
+        with self.lock:
+            if len(self.chunks) + self.pending >= limit:
+                return 0
+            self.pending += 1
+        try:
+            return self._map(nb, alignment)
+        finally:
+            with self.lock:
+                self.pending -= 1
+
+    def _map(self, nb: int, alignment: int) -> int:
         slack = alignment if alignment > MALLOC_ALIGNMENT else 0
         size = page_align(nb + CHUNK_HDR_SZ + slack)
         if not self.budget.take(size):

@@ -153,11 +153,14 @@ class ArenaRegistry:
         """The registry's write lock, then every arena's lock in index order."""
         return [_AllLocks(self)]
 
-    def reset_after_fork(self, survivor: Arena | None) -> None:
-        """In a forked child only the forking thread lives: it alone stays attached."""
+    def reset_after_fork(self) -> None:
+        """In a forked child: new locks, unheld (the registry's and every arena's)."""
         self.rwlock = rwlock.RWLockWrite()
         for arena in self.arenas:
             arena.lock = threading.Lock()
+
+    def attach_only(self, survivor: Arena | None) -> None:
+        """In a forked child only the forking thread lives: it alone stays attached."""
         for arena in self.arenas:
             arena.attached_threads = 1 if arena is survivor else 0
         self.free_list = [a for a in self.arenas if a.attached_threads == 0]

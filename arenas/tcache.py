@@ -129,9 +129,13 @@ class ThreadCache:
       half a cache of blocks it will never use.
 
     When the thread ends, normally or by an exception, CPython drops the
-    thread's ``threading.local`` values, and ``__del__`` sends the cache home
-    and detaches the thread from its arena.  ``live`` stays behind: the
-    thread's blocks are still the program's.
+    thread's ``threading.local`` values, and ``__del__`` queues the cache's
+    bins, live table and arena on :attr:`ThreadCaches.exited`; the next safe
+    point (:meth:`ThreadCaches.reap`) sends the bins home and detaches the
+    arena.  A finalizer may run anywhere, the cyclic garbage collector's
+    included, even where this very thread holds the registry's or an
+    arena's lock, so it takes no lock: it only appends to a list.  ``live``
+    stays behind: the thread's blocks are still the program's.
     """
 
     __slots__ = (
@@ -162,7 +166,7 @@ class ThreadCache:
         owner = self.owner()
         # A forked child drops the parent's other threads: their caches are stale.
         if owner is not None and self.pid == os.getpid():
-            owner.thread_exit(self)
+            owner.exited.append(_Held(self.bins, self.live, self.token, self.arena))
 
 
 # =================================================================== the hit path
@@ -268,7 +272,9 @@ class _Held(NamedTuple):
 
     bins: list[list[int]]
     live: dict[int, int]
-    cache: weakref.ref[ThreadCache]
+    token: int
+    arena: Arena
+    cache: weakref.ref[ThreadCache] | None = None
 
 
 class ThreadCaches:
@@ -294,6 +300,9 @@ class ThreadCaches:
         self.abandoned: list[dict[int, int]] = []
         self.gated = False
         self.closed = False
+        # Caches of threads that ended, queued by their finalizers (list.append
+        # is atomic); the next safe point reaps them.
+        self.exited: list[_Held] = []
 
     # ------------------------------------------------------------ attach and exit
     def current(self) -> ThreadCache:
@@ -309,6 +318,7 @@ class ThreadCaches:
     def _attach(self) -> ThreadCache:
         if self.closed:
             raise AllocatorError(CLOSED)
+        self.reap()  # (arenas of threads that ended go back to the free list first)
         registry = self.registry
         arena = registry.arena_get2()
         with registry.writing():
@@ -324,19 +334,29 @@ class ThreadCaches:
             cache = ThreadCache(self, arena, live)
             if self.gated:
                 self._gate(cache)
-            self.threads[cache.token] = _Held(cache.bins, live, weakref.ref(cache))
+            self.threads[cache.token] = _Held(
+                cache.bins, live, cache.token, arena, weakref.ref(cache)
+            )
         self.tls.cache = cache
         return cache
 
-    def thread_exit(self, cache: ThreadCache) -> None:
-        """The thread of ``cache`` ended: send its blocks home, keep its live blocks findable."""
+    def reap(self) -> None:
+        """Threads that ended: their caches go home, their arenas are detached.
+
+        Called where no lock of this allocator is held: before attaching a
+        thread, and by ``check``, ``stats``, ``trim`` and the other reports.
+        """
+        if not self.exited:
+            return
         registry = self.registry
         with registry.writing():
-            if self.closed or self.threads.pop(cache.token, None) is None:
-                return
-            self._abandon(cache.live)
-            self._flush_bins(cache.bins)
-            registry.detach_locked(cache.arena)
+            while self.exited:
+                gone = self.exited.pop()
+                if self.closed or self.threads.pop(gone.token, None) is None:
+                    continue  # (closed, or a forked child forgot it already)
+                self._abandon(gone.live)
+                self._flush_bins(gone.bins)
+                registry.detach_locked(gone.arena)
 
     def _abandon(self, live: dict[int, int]) -> None:
         """A thread left: its table stays where remote frees look, until it empties."""
@@ -541,7 +561,7 @@ class ThreadCaches:
         cache.counts = _NO_COUNTS
 
     def _caches(self) -> list[ThreadCache]:
-        found = (held.cache() for held in self.threads.values())
+        found = (held.cache() for held in self.threads.values() if held.cache is not None)
         return [cache for cache in found if cache is not None]
 
     def close(self) -> None:

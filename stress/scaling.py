@@ -1,16 +1,39 @@
-"""Arena scaling: aggregate throughput at 1..16 threads, many arenas against one.
+"""Scaling: aggregate throughput at 1..16 threads, with and without the GIL.
 
-Every thread runs the same churn loop (a set of live slots, each step frees
-one at random and allocates a new block in its place) between two barriers;
-only the time between the barriers counts.  Two size mixes:
+Per-thread arenas and caches exist so that threads allocating at once do not
+queue behind one lock.  With the GIL threads never run at once, so there the
+best an allocator can do is not to lose throughput as threads are added; on
+free-threaded CPython (3.13t and later) they do, and aggregate throughput
+should grow with the cores.  This benchmark measures both, on the
+interpreter that runs it and, with ``--with-python``, on another one in the
+same run (the GIL build and 3.13t side by side).
 
-* ``small``: 16..1024 bytes, served by the thread caches and slabs, so the
-  arena lock is taken only on refills and flushes;
-* ``chunks``: 70..120 KB, glibc's ``_int_malloc`` path, so every call takes
-  the arena lock: this is where one arena for all threads shows.
+Loops (each thread draws its own sizes and slots, so the threads share no
+Python object but the allocator itself):
 
-Each configuration is measured in the same run, several rounds, best kept;
-the figures that matter are ratios between configurations.
+* ``pairs``:  ``free(malloc(n))``, n uniform in 16..1024;
+* ``churn``:  1,000 live blocks per thread, each step frees a random one and
+  allocates a new random size in its slot;
+* ``chunks``: the churn with 64 live blocks of 70..120 KB, glibc's
+  ``_int_malloc`` path: every call takes an arena lock, which is where one
+  arena for all threads shows.
+
+Allocators:
+
+* ``arenas``: the module-level API, as a program writes it
+  (``from arenas import malloc, free`` at import, before the first call);
+* ``arenas arena_max=1``: one arena for every thread (``Allocator(arena_max=1)``,
+  whose ``malloc`` and ``free`` run the same hit path);
+* ``glibc-ctypes``: glibc's malloc and free through ``ctypes``, each thread
+  with function objects of its own;
+* ``mp-heap``: ``multiprocessing.heap.Heap`` (pairs and churn only: it is
+  slow enough that the chunk loop would take minutes).
+
+Each figure is the median of ``--rounds`` measurements, interleaved round by
+round across loops, allocators and thread counts, so that a busy spell of
+this shared machine hits them all alike.  A measurement runs a fixed total
+of steps split among the threads, between two barriers; only that time
+counts.
 
 Run: ``python -m stress scaling`` (``--help`` for options).
 """
@@ -18,96 +41,358 @@ Run: ``python -m stress scaling`` (``--help`` for options).
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
+import platform
+import random
+import statistics
+import subprocess
 import sys
-from dataclasses import dataclass
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from multiprocessing.heap import Heap
+from pathlib import Path
 from typing import Any
 
 import arenas
+from arenas import free as arenas_free
+from arenas import malloc as arenas_malloc
 from arenas.cliargs import writable_file
 
-from .fastpath import churn_in_threads
+Malloc = Callable[[int], Any]
+Free = Callable[[Any], None]
+# Called in each worker thread: the malloc and free that thread uses.
+Binder = Callable[[], tuple[Malloc, Free]]
 
-MIXES = {"small": (16, 1024), "chunks": (70_000, 120_000)}
-CONFIGS: dict[str, dict[str, Any]] = {"arenas": {}, "arenas arena_max=1": {"arena_max": 1}}
+LOOPS: dict[str, tuple[int, int, int]] = {  # name -> (smallest, largest size, live blocks)
+    "pairs": (16, 1024, 0),
+    "churn": (16, 1024, 1000),
+    "chunks": (70_000, 120_000, 64),
+}
+# How many steps a measurement runs, relative to -n, per loop and allocator:
+# the slow ones run fewer, so that every measurement takes about as long.
+WORK: dict[str, float] = {"pairs": 1.0, "churn": 1.0, "chunks": 0.1}
+SLOW = {"mp-heap": 0.1}
+
+
+def glibc_functions() -> tuple[Malloc, Free]:
+    """glibc's malloc and free as new ctypes function objects (one pair per thread)."""
+    libc = ctypes.CDLL(None)
+    malloc = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_size_t)(("malloc", libc))
+    free = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(("free", libc))
+    return malloc, free
+
+
+def _module_api() -> tuple[Malloc, Free]:
+    return arenas_malloc, arenas_free
+
+
+class _OneArena:
+    """``Allocator(arena_max=1)``, made afresh for each measurement."""
+
+    def __init__(self) -> None:
+        self.alloc = arenas.Allocator(arena_max=1)
+
+    def bind(self) -> tuple[Malloc, Free]:
+        return self.alloc.malloc, self.alloc.free
+
+    def close(self) -> None:
+        self.alloc.close()
+
+
+class _MpHeap:
+    def __init__(self) -> None:
+        self.heap = Heap()
+
+    def bind(self) -> tuple[Malloc, Free]:
+        return self.heap.malloc, self.heap.free
+
+    def close(self) -> None:
+        pass
+
+
+class _Plain:
+    def __init__(self, bind: Binder) -> None:
+        self.bind = bind
+
+    def close(self) -> None:
+        pass
+
+
+ALLOCATORS: dict[str, Callable[[], Any]] = {
+    "arenas": lambda: _Plain(_module_api),
+    "arenas arena_max=1": _OneArena,
+    "glibc-ctypes": lambda: _Plain(glibc_functions),
+    "mp-heap": _MpHeap,
+}
+SKIP = {("chunks", "mp-heap")}
+
+
+def run_in_threads(
+    n_threads: int, steps: int, loop: str, bind: Binder, seed: int, live: int | None = None
+) -> float:
+    """Aggregate steps per second of ``loop`` in ``n_threads`` threads sharing ``steps``.
+
+    Each thread binds its own malloc and free, draws its own sizes, fills its
+    live slots, waits at a barrier, runs its share, stamps the time and waits
+    again; then it frees what it holds.  The clock starts before the first
+    barrier opens and stops at the last worker's own stamp: under the GIL
+    the measuring thread may not run again until the workers are done, so
+    its own clock would be late.
+    """
+    lo, hi, default_live = LOOPS[loop]
+    slots_live = default_live if live is None else live
+    per = max(steps // n_threads, 1)
+    start_line = threading.Barrier(n_threads + 1)
+    finish_line = threading.Barrier(n_threads + 1)
+    ends: list[float] = []
+    errors: list[BaseException] = []
+
+    def work(k: int) -> None:
+        try:
+            malloc, free = bind()
+            rng = random.Random(seed * 1000 + k)
+            sizes = [rng.randint(lo, hi) for _ in range(per)]
+            slots = [rng.randrange(slots_live) for _ in range(per)] if slots_live else []
+            blocks = [malloc(rng.randint(lo, hi)) for _ in range(slots_live)]
+        except BaseException as exc:  # (reported below, after the barriers)
+            errors.append(exc)
+            sizes, slots, blocks = [], [], []
+        start_line.wait()
+        if not errors:
+            if slots_live:
+                for size, slot in zip(sizes, slots, strict=True):
+                    free(blocks[slot])
+                    blocks[slot] = malloc(size)
+            else:
+                for size in sizes:
+                    free(malloc(size))
+        ends.append(time.perf_counter())
+        finish_line.wait()
+        for block in blocks:
+            free(block)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(n_threads)]
+    for t in threads:
+        t.start()
+    start = time.perf_counter()
+    start_line.wait()
+    finish_line.wait()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return per * n_threads / (max(ends) - start)
 
 
 @dataclass
 class Point:
-    mix: str
-    config: str
+    interpreter: str
+    loop: str
+    allocator: str
     threads: int
-    ops_per_s: float
-    arenas_used: int
+    ops_per_s: float  # median over the rounds
+    runs: list[float]
 
 
-def measure(mix: str, tunables: dict[str, Any], threads: int, steps: int, seed: int) -> Point:
-    live = 64 if mix == "chunks" else 256
-    with arenas.Allocator(**tunables) as alloc:
-        rate = churn_in_threads(threads, steps, live, MIXES[mix], alloc.malloc, alloc.free, seed)
-        used = sum(1 for a in alloc.stats().arenas if a.max_system_bytes > 0)
-    config = next(name for name, tun in CONFIGS.items() if tun == tunables)
-    return Point(mix, config, threads, rate, used)
+def interpreter_name() -> str:
+    """``CPython 3.13.5 free-threaded`` or ``CPython 3.11.7``."""
+    free_threaded = getattr(sys, "_is_gil_enabled", lambda: True)() is False
+    suffix = " free-threaded" if free_threaded else ""
+    return f"{platform.python_implementation()} {platform.python_version()}{suffix}"
 
 
-def run(thread_counts: list[int], steps: int, rounds: int, seed: int) -> list[Point]:
-    best: dict[tuple[str, str, int], Point] = {}
-    total = len(MIXES) * len(CONFIGS) * len(thread_counts) * rounds
-    done = 0
+def run(
+    thread_counts: list[int],
+    steps: int,
+    rounds: int,
+    seed: int,
+    loops: list[str],
+    allocators: list[str],
+    progress: bool = True,
+) -> list[Point]:
+    runs: dict[tuple[str, str, int], list[float]] = {}
+    plan = [
+        (loop, name, n)
+        for loop in loops
+        for name in allocators
+        if (loop, name) not in SKIP
+        for n in thread_counts
+    ]
+    arenas_free(arenas_malloc(1))  # the default allocator exists before any timing
     for r in range(rounds):
-        for mix in MIXES:
-            for config, tunables in CONFIGS.items():
-                for n in thread_counts:
-                    done += 1
-                    print(f"\r  scaling {done}/{total}", end="", file=sys.stderr, flush=True)
-                    mix_steps = steps // 10 if mix == "chunks" else steps
-                    point = measure(mix, tunables, n, mix_steps, seed + r)
-                    key = (mix, config, n)
-                    if key not in best or point.ops_per_s > best[key].ops_per_s:
-                        best[key] = point
-    print("\r" + " " * 30 + "\r", end="", file=sys.stderr)
-    return list(best.values())
+        for done, (loop, name, n) in enumerate(plan, 1):
+            if progress:
+                print(
+                    f"\r  scaling round {r + 1}/{rounds}: {done}/{len(plan)}",
+                    end="",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            made = ALLOCATORS[name]()
+            try:
+                work = int(steps * WORK[loop] * SLOW.get(name, 1.0))
+                rate = run_in_threads(n, work, loop, made.bind, seed + r)
+            finally:
+                made.close()
+            runs.setdefault((loop, name, n), []).append(rate)
+    if progress:
+        print("\r" + " " * 50 + "\r", end="", file=sys.stderr)
+    who = interpreter_name()
+    return [
+        Point(who, loop, name, n, statistics.median(figures), figures)
+        for (loop, name, n), figures in runs.items()
+    ]
 
 
 def report(points: list[Point], thread_counts: list[int]) -> str:
     lines: list[str] = []
-    for mix in MIXES:
-        lines.append(f"\n{mix} ({MIXES[mix][0]}..{MIXES[mix][1]} bytes), aggregate ops/s")
-        lines.append("| config | " + " | ".join(f"{n} thr" for n in thread_counts) + " |")
-        lines.append("|---|" + "---:|" * len(thread_counts))
-        table = {(p.config, p.threads): p for p in points if p.mix == mix}
-        for config in CONFIGS:
-            cells = [f"{table[(config, n)].ops_per_s:,.0f}" for n in thread_counts]
-            lines.append(f"| {config} | " + " | ".join(cells) + " |")
-        ratio = [
-            table[("arenas", n)].ops_per_s / table[("arenas arena_max=1", n)].ops_per_s
-            for n in thread_counts
-        ]
-        lines.append("| many / one arena | " + " | ".join(f"{x:.2f}" for x in ratio) + " |")
-        used = [str(table[("arenas", n)].arenas_used) for n in thread_counts]
-        lines.append("| arenas used (default) | " + " | ".join(used) + " |")
+    for who in dict.fromkeys(p.interpreter for p in points):
+        for loop in dict.fromkeys(p.loop for p in points):
+            table = {
+                (p.allocator, p.threads): p
+                for p in points
+                if (p.interpreter, p.loop) == (who, loop)
+            }
+            names = list(dict.fromkeys(name for name, _ in table))
+            lo, hi, live = LOOPS[loop]
+            what = f"{live:,} live blocks" if live else "malloc+free pairs"
+            lines.append(f"\n{who}: {loop} ({lo}..{hi} bytes, {what}), aggregate ops/s (median)")
+            lines.append("| allocator | " + " | ".join(f"{n} thr" for n in thread_counts) + " |")
+            lines.append("|---|" + "---:|" * len(thread_counts))
+            for name in names:
+                cells = [f"{table[(name, n)].ops_per_s:,.0f}" for n in thread_counts]
+                lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            for name in names:
+                one = table[(name, thread_counts[0])].ops_per_s
+                ratios = [f"{table[(name, n)].ops_per_s / one:.2f}" for n in thread_counts]
+                lines.append(
+                    f"| {name}, / {thread_counts[0]} thread | " + " | ".join(ratios) + " |"
+                )
+            if ("arenas", thread_counts[0]) in table and (
+                "glibc-ctypes",
+                thread_counts[0],
+            ) in table:
+                ours = [table[("arenas", n)].ops_per_s for n in thread_counts]
+                theirs = [table[("glibc-ctypes", n)].ops_per_s for n in thread_counts]
+                cells = [f"{a / g:.2f}" for a, g in zip(ours, theirs, strict=True)]
+                lines.append("| arenas / glibc-ctypes | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def plot(points: list[Point], path: str) -> None:
+    """One panel per loop: aggregate throughput against threads, a line per
+    (interpreter, allocator); solid lines free-threaded, dashed with the GIL."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    loops = list(dict.fromkeys(p.loop for p in points))
+    fig, axes = plt.subplots(1, len(loops), figsize=(6 * len(loops), 4.5), squeeze=False)
+    colours = dict(zip(ALLOCATORS, ("tab:blue", "tab:orange", "tab:green", "tab:red"), strict=True))
+    for ax, loop in zip(axes[0], loops, strict=True):
+        for who in dict.fromkeys(p.interpreter for p in points):
+            free_threaded = who.endswith("free-threaded")
+            for name in ALLOCATORS:
+                line = sorted(
+                    (
+                        p
+                        for p in points
+                        if (p.interpreter, p.loop, p.allocator) == (who, loop, name)
+                    ),
+                    key=lambda p: p.threads,
+                )
+                if line:
+                    ax.plot(
+                        [p.threads for p in line],
+                        [p.ops_per_s / 1e6 for p in line],
+                        marker="o",
+                        linestyle="-" if free_threaded else "--",
+                        color=colours[name],
+                        label=f"{name} ({'3.13t' if free_threaded else 'GIL'})",
+                    )
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("threads")
+        ax.set_ylabel("aggregate million ops/s")
+        ax.set_title(loop)
+        ax.grid(True, alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _other_interpreter(python: str, argv: list[str]) -> list[Point]:
+    """The same measurement under ``python`` (it must have arenas installed)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "points.json"
+        subprocess.run(
+            [python, "-m", "stress", "scaling", *argv, "--json", str(out)],
+            check=True,
+            cwd=Path(__file__).resolve().parent.parent,
+            stdout=subprocess.DEVNULL,
+        )
+        return [Point(**p) for p in json.loads(out.read_text())["points"]]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stress scaling", description=__doc__)
     parser.add_argument("--threads", default="1,2,4,8,16", help="comma-separated thread counts")
-    parser.add_argument("-n", type=int, default=100_000, help="steps per measurement (small mix)")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("-n", type=int, default=200_000, help="steps per measurement (pairs)")
+    parser.add_argument("--rounds", type=int, default=3, help="the median of this many rounds")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--loops", default=",".join(LOOPS), help="comma-separated loops")
+    parser.add_argument(
+        "--allocators", default=",".join(ALLOCATORS), help="comma-separated allocators"
+    )
+    parser.add_argument(
+        "--with-python",
+        metavar="PYTHON",
+        help="also measure under this interpreter (e.g. a free-threaded 3.13t with arenas"
+        " installed), in the same run",
+    )
     parser.add_argument("--json", metavar="FILE", type=writable_file)
+    parser.add_argument("--plot", metavar="FILE.png", type=writable_file)
     args = parser.parse_args(argv)
     try:
         counts = [int(x) for x in args.threads.split(",")]
     except ValueError:
         parser.error(f"--threads must be comma-separated integers, not {args.threads!r}")
+    loops = [x.strip() for x in args.loops.split(",") if x.strip()]
+    allocators = [x.strip() for x in args.allocators.split(",") if x.strip()]
     if not counts or min(counts) < 1 or args.n < 100 or args.rounds < 1:
         parser.error("thread counts must be >= 1, -n >= 100 and --rounds >= 1")
-    points = run(counts, args.n, args.rounds, args.seed)
+    if not loops or any(x not in LOOPS for x in loops):
+        parser.error(f"--loops takes some of {', '.join(LOOPS)}")
+    if not allocators or any(x not in ALLOCATORS for x in allocators):
+        parser.error(f"--allocators takes some of {', '.join(ALLOCATORS)}")
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            parser.error("--plot needs matplotlib: pip install matplotlib")
+    points = run(counts, args.n, args.rounds, args.seed, loops, allocators)
+    if args.with_python:
+        passed = [
+            f"--threads={args.threads}",
+            f"-n={args.n}",
+            f"--rounds={args.rounds}",
+            f"--seed={args.seed}",
+            f"--loops={args.loops}",
+            f"--allocators={args.allocators}",
+        ]
+        points += _other_interpreter(args.with_python, passed)
     print(report(points, counts))
     if args.json:
+        meta = {"machine": platform.machine(), "processor": platform.processor()}
         with open(args.json, "w") as fh:
-            json.dump([p.__dict__ for p in points], fh, indent=2)
+            json.dump({"meta": meta, "points": [asdict(p) for p in points]}, fh, indent=2)
+    if args.plot:
+        plot(points, args.plot)
     return 0
 
 

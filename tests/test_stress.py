@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
+import json
 import os
 import re
 import shutil
@@ -174,6 +176,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         (("record", "-o", "README.md/x", "--", "true"), "cannot write"),
         (("fastpath", "--json", "README.md/x"), "cannot write"),
         (("scaling", "--json", "README.md/x"), "cannot write"),
+        (("scaling", "--loops", "pairs,bogus"), "--loops takes some of"),
+        (("scaling", "--allocators", "jemalloc"), "--allocators takes some of"),
     ],
 )
 def test_bad_arguments_exit_2_without_a_traceback(args: tuple[str, ...], needle: str) -> None:
@@ -365,3 +369,49 @@ def test_handoff_frees_every_block_once_in_another_thread() -> None:
     assert sorted(block for block, _ in freed) == list(range(1, 2001))
     assert [block for block, _ in freed[:4]] == [4, 1, 3, 2]  # in the given order
     assert here not in {thread for _, thread in freed}
+
+
+def test_scaling_threads_each_run_their_share_with_their_own_functions() -> None:
+    from stress import scaling
+
+    bound: list[int] = []
+    calls = {"malloc": 0}
+    lock = threading.Lock()
+
+    def bind() -> tuple[Callable[[int], int], Callable[[int], None]]:
+        bound.append(threading.get_ident())
+        counter = itertools.count(1)
+
+        def malloc(size: int) -> int:
+            with lock:
+                calls["malloc"] += 1
+            return next(counter)
+
+        return malloc, lambda addr: None
+
+    for loop, live in (("pairs", 0), ("churn", 1000)):
+        calls["malloc"] = 0
+        bound.clear()
+        rate = scaling.run_in_threads(4, 8000, loop, bind, seed=1)
+        assert rate > 0
+        assert calls["malloc"] == 8000 + 4 * live  # the steps, and each thread's slots
+        assert len(set(bound)) == len(bound) == 4  # every thread bound its own
+
+
+def test_scaling_reports_every_loop_and_allocator(tmp_path: Path) -> None:
+    out = tmp_path / "points.json"
+    proc = run_cli("scaling", "--threads", "1,2", "-n", "2000", "--rounds", "1", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    points = json.loads(out.read_text())["points"]
+    seen = {(p["loop"], p["allocator"], p["threads"]) for p in points}
+    from stress.scaling import ALLOCATORS, LOOPS, SKIP
+
+    assert seen == {
+        (loop, name, n)
+        for loop in LOOPS
+        for name in ALLOCATORS
+        if (loop, name) not in SKIP
+        for n in (1, 2)
+    }
+    assert all(p["ops_per_s"] > 0 for p in points)
+    assert "| arenas / glibc-ctypes |" in proc.stdout
