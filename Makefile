@@ -28,7 +28,7 @@ test: $(STAMP)
 	$(PY) -m pytest -n auto -q
 
 hunt: $(STAMP)
-	ARENAS_HUNT_SECONDS=$(HUNT_SECONDS) $(PY) -m pytest -q -m stress tests/test_race_hunt.py
+	ARENAS_HUNT_SECONDS=$(HUNT_SECONDS) $(PY) -m pytest -q -m stress tests/test_race_hunt.py tests/test_adversarial.py
 
 bench: $(STAMP)
 	$(PY) -m stress fastpath

@@ -14,10 +14,12 @@ its own arena's lock)::
                                from slabs (arena lock), or a chunk
 
     free(p) --hit--> live.pop(p); push bins[class]                    no lock
-       | miss: not this thread's block, not a slab block, full bin, gated
+       | not this thread's block: claim it from another thread's live
+       | table (a remote free), then this thread's bin, or flush half of
+       | the bin home (arena locks)
        v
-    claim() from the other threads' live tables (a remote free), then
-    put(): this thread's bin, or flush half of it home (arena locks)
+    the allocator's slow path: not a slab block (a chunk, a mapping, a
+    bad address), or an unattached thread
 
 **Sharing nothing on the hit path.**  On free-threaded CPython threads really
 run at once, and any object two threads write on every call (a shared dict,
@@ -101,6 +103,8 @@ TCACHE_BORROW = 1
 _SERVE_FROM: tuple[tuple[int, ...], ...] = tuple(
     tuple(range(cls, min(cls + 1 + TCACHE_BORROW, NCLASSES))) for cls in range(NCLASSES)
 )
+# What a remote free that found nothing points its hint at (never written).
+_NO_TABLE: dict[int, int] = {}
 # What a gated cache holds instead of its tables: every hit path misses.
 _NO_CLASSES = b""
 _NO_COUNTS: tuple[int, ...] = (0,) * NCLASSES
@@ -145,6 +149,7 @@ class ThreadCache:
         "class_of",
         "counts",
         "fill",
+        "hint",
         "live",
         "owner",
         "pid",
@@ -158,6 +163,7 @@ class ThreadCache:
         self.token = next(_tokens)
         self.bins: list[list[int]] = [[] for _ in range(NCLASSES)]
         self.live = live
+        self.hint: dict[int, int] = live  # (see _free_remote)
         self.fill = [1] * NCLASSES
         self.class_of = CLASS_OF
         self.counts: Sequence[int] = list(owner.counts)
@@ -170,7 +176,7 @@ class ThreadCache:
 
 
 # =================================================================== the hit path
-# Every bound copy of malloc and free has its own values of these four names.
+# Every bound copy of malloc and free has its own values of these names.
 _tls: Any = threading.local()
 
 
@@ -189,6 +195,24 @@ def _free_full(cache: ThreadCache, addr: Any, cls: int) -> None:
     if owner is None:  # (the allocator is gone, and this thread's cache with it)
         raise AllocatorError(CLOSED)
     owner.free_popped(cache, addr, cls)
+
+
+def _free_remote(cache: ThreadCache, addr: Any) -> bool:
+    """A free the thread's own table missed: if another thread's table holds ``addr``,
+    claim it and cache it here (as glibc's tcache does); else False."""
+    owner = cache.owner()
+    if owner is None:
+        return False
+    # The table that held the last block this thread freed for another: a
+    # consumer freeing one producer's blocks finds each at the first look.
+    cls = cache.hint.pop(addr, None)
+    if cls is None:
+        cls, table = owner.claim_from(addr)
+        if cls is None:
+            return False
+        cache.hint = table
+    owner.free_popped(cache, addr, cls)
+    return True
 
 
 def malloc(size: int) -> int:
@@ -218,6 +242,8 @@ def free(addr: int) -> None:
     except (AttributeError, TypeError):  # not attached; an unhashable address
         return _free_miss(addr)
     if cls is None:
+        if _free_remote(cache, addr):  # another thread's slab block, claimed and cached
+            return None
         return _free_miss(addr)
     cached = cache.bins[cls]
     if len(cached) < cache.counts[cls] and addr.__class__ is int:
@@ -250,6 +276,7 @@ class HotPath:
             "_malloc_miss": malloc_miss,
             "_free_miss": free_miss,
             "_free_full": _free_full,
+            "_free_remote": _free_remote,
         }
         self.malloc = cast(Callable[[int], int], self._copy(malloc, owner))
         self.free = cast(Callable[[int], None], self._copy(free, owner))
@@ -380,11 +407,15 @@ class ThreadCaches:
 
         The caller owns the block alone from then on: a free, or a realloc.
         """
+        return self.claim_from(addr)[0]
+
+    def claim_from(self, addr: int) -> tuple[int | None, dict[int, int]]:
+        """:meth:`claim`, and the table it was found in (or an empty one)."""
         for table in self.live_tables:
             cls = table.pop(addr, None)
             if cls is not None:
-                return cls
-        return None
+                return cls, table
+        return None, _NO_TABLE
 
     def find(self, addr: int) -> int | None:
         """The class of the live slab block ``addr``, or None (it stays live)."""

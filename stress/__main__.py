@@ -11,7 +11,8 @@ Commands (``python -m stress COMMAND --help`` for each):
   replay     replay a trace through an allocator (and glibc, for comparison)
   synth      write a synthetic trace (e.g. a million events, to test the tools at scale)
   fastpath   the fast-path benchmark (arenas vs glibc via ctypes, per call)
-  scaling    throughput at 1..16 threads, many arenas against one
+  scaling    throughput at 1..16 threads, many arenas against one, GIL and free-threaded
+  binding    how the hot path is bound decides whether threads scale (3.13t)
   slabmodel  what an idealized slab allocator's footprint would be on the churn loop
 
 Bad arguments and unreadable traces print one line and exit with code 2.
@@ -30,7 +31,7 @@ from pathlib import Path
 
 from arenas.cliargs import writable_dir, writable_file
 
-from . import fastpath, scaling, slabmodel
+from . import binding, fastpath, scaling, slabmodel
 from .adapters import ADAPTERS
 from .metrics import RunResult
 from .record import RecordError, record
@@ -303,6 +304,7 @@ def parser() -> argparse.ArgumentParser:
 
     sub.add_parser("fastpath", help="the fast-path benchmark", add_help=False)
     sub.add_parser("scaling", help="arena scaling benchmark", add_help=False)
+    sub.add_parser("binding", help="hot-path bindings under threads", add_help=False)
     sub.add_parser("slabmodel", help="the footprint floor of any slab allocator", add_help=False)
     return p
 
@@ -318,7 +320,12 @@ COMMANDS = {
 
 
 def main(argv: list[str]) -> int:
-    benchmarks = {"fastpath": fastpath.main, "scaling": scaling.main, "slabmodel": slabmodel.main}
+    benchmarks = {
+        "fastpath": fastpath.main,
+        "scaling": scaling.main,
+        "binding": binding.main,
+        "slabmodel": slabmodel.main,
+    }
     if argv and argv[0] in benchmarks:
         return benchmarks[argv[0]](argv[1:])
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):

@@ -27,7 +27,12 @@ Allocators:
 * ``glibc-ctypes``: glibc's malloc and free through ``ctypes``, each thread
   with function objects of its own;
 * ``mp-heap``: ``multiprocessing.heap.Heap`` (pairs and churn only: it is
-  slow enough that the chunk loop would take minutes).
+  slow enough that the chunk loop would take minutes);
+* ``floor``: no allocator at all, each thread popping and appending a list
+  of its own: what this machine gives Python code that shares nothing.  Its
+  ratio of 2 threads to 1 is the most any allocator can reach in that run
+  (this machine's second core is shared, and that ratio moves from run to
+  run), so the report also gives each allocator's ratio as a share of it.
 
 Each figure is the median of ``--rounds`` measurements, interleaved round by
 round across loops, allocators and thread counts, so that a busy spell of
@@ -122,11 +127,26 @@ class _Plain:
         pass
 
 
+def _floor() -> tuple[Malloc, Free]:
+    """A free list of this thread's own: the cost of the calls and the loop, nothing more."""
+    stack = list(range(1 << 40, (1 << 40) + 2048))
+    pop, push = stack.pop, stack.append
+
+    def malloc(size: int) -> int:
+        return pop()
+
+    def free(addr: int) -> None:
+        push(addr)
+
+    return malloc, free
+
+
 ALLOCATORS: dict[str, Callable[[], Any]] = {
     "arenas": lambda: _Plain(_module_api),
     "arenas arena_max=1": _OneArena,
     "glibc-ctypes": lambda: _Plain(glibc_functions),
     "mp-heap": _MpHeap,
+    "floor": lambda: _Plain(_floor),
 }
 SKIP = {("chunks", "mp-heap")}
 
@@ -293,7 +313,9 @@ def plot(points: list[Point], path: str) -> None:
 
     loops = list(dict.fromkeys(p.loop for p in points))
     fig, axes = plt.subplots(1, len(loops), figsize=(6 * len(loops), 4.5), squeeze=False)
-    colours = dict(zip(ALLOCATORS, ("tab:blue", "tab:orange", "tab:green", "tab:red"), strict=True))
+    colours = dict(
+        zip(ALLOCATORS, ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:gray"), strict=True)
+    )
     for ax, loop in zip(axes[0], loops, strict=True):
         for who in dict.fromkeys(p.interpreter for p in points):
             free_threaded = who.endswith("free-threaded")

@@ -7,7 +7,8 @@ always the same: exactly one of two destructive calls on one block wins, the
 loser gets a typed error, nothing crashes, and ``check()`` is clean after.
 
 The bounded runs here are part of the default suite; ``pytest -m stress``
-runs the same families longer (``ARENAS_ADVERSARIAL_SECONDS``, default 60).
+runs the race families longer (``ARENAS_HUNT_SECONDS`` in all, default 60;
+``make hunt``).
 """
 
 from __future__ import annotations
@@ -548,3 +549,33 @@ def test_fork_while_another_thread_holds_each_lock_of_the_package(tmp_path: Any)
     finally:
         tracer.close()
         alloc.close()
+
+
+# ================================================================ long run
+@pytest.mark.stress
+@pytest.mark.parametrize("mode", list(MODES))
+def test_race_families_long(mode: str) -> None:
+    """The race pairs above, over and over, for ARENAS_HUNT_SECONDS / 4 per mode."""
+    seconds = float(os.environ.get("ARENAS_HUNT_SECONDS", "60")) / len(MODES)
+    deadline = time.monotonic() + seconds
+    with Allocator(**MODES[mode]) as alloc, fast_switching():
+        while time.monotonic() < deadline:
+            for kind, size in SIZES.items():
+                p = alloc.malloc(size)
+                one_wins(race(partial(alloc.free, p), partial(alloc.free, p)))
+                p = alloc.malloc(size)
+                moved: list[int] = []
+                outcome = race(
+                    partial(_realloc_into, moved, alloc, p, 3 * size), partial(alloc.free, p)
+                )
+                if not (moved and moved[0] == p):
+                    one_wins(outcome)
+                    for q in moved:
+                        alloc.free(q)
+                p = alloc.malloc(size)
+                for read in (alloc.usable_size, alloc.view):
+                    outcome = race(partial(read, p), partial(alloc.free, p))
+                    assert outcome[1] is None, (kind, outcome)
+                    p = alloc.malloc(size)
+                alloc.free(p)
+            alloc.check()
