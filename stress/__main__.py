@@ -13,6 +13,7 @@ Commands (``python -m stress COMMAND --help`` for each):
   fastpath   the fast-path benchmark (arenas vs glibc via ctypes, per call)
   scaling    throughput at 1..16 threads, many arenas against one, GIL and free-threaded
   binding    how the hot path is bound decides whether threads scale (3.13t)
+  instructions  machine instructions per call, arenas against glibc (valgrind)
   slabmodel  what an idealized slab allocator's footprint would be on the churn loop
 
 Bad arguments and unreadable traces print one line and exit with code 2.
@@ -31,7 +32,7 @@ from pathlib import Path
 
 from arenas.cliargs import writable_dir, writable_file
 
-from . import binding, fastpath, scaling, slabmodel
+from . import binding, fastpath, instructions, scaling, slabmodel
 from .adapters import ADAPTERS
 from .metrics import RunResult
 from .record import RecordError, record
@@ -305,6 +306,7 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("fastpath", help="the fast-path benchmark", add_help=False)
     sub.add_parser("scaling", help="arena scaling benchmark", add_help=False)
     sub.add_parser("binding", help="hot-path bindings under threads", add_help=False)
+    sub.add_parser("instructions", help="instructions per call (valgrind)", add_help=False)
     sub.add_parser("slabmodel", help="the footprint floor of any slab allocator", add_help=False)
     return p
 
@@ -324,6 +326,7 @@ def main(argv: list[str]) -> int:
         "fastpath": fastpath.main,
         "scaling": scaling.main,
         "binding": binding.main,
+        "instructions": instructions.main,
         "slabmodel": slabmodel.main,
     }
     if argv and argv[0] in benchmarks:

@@ -157,17 +157,18 @@ def run_in_threads(
     """Aggregate steps per second of ``loop`` in ``n_threads`` threads sharing ``steps``.
 
     Each thread binds its own malloc and free, draws its own sizes, fills its
-    live slots, waits at a barrier, runs its share, stamps the time and waits
-    again; then it frees what it holds.  The clock starts before the first
-    barrier opens and stops at the last worker's own stamp: under the GIL
-    the measuring thread may not run again until the workers are done, so
-    its own clock would be late.
+    live slots, waits at a barrier, stamps the time, runs its share, stamps
+    it again and waits; then it frees what it holds.  The time is from the
+    first worker's start stamp to the last worker's end stamp: the workers'
+    own clocks, since under the GIL the measuring thread may not run again
+    until they are done, and none of their preparation counts.
     """
     lo, hi, default_live = LOOPS[loop]
     slots_live = default_live if live is None else live
     per = max(steps // n_threads, 1)
     start_line = threading.Barrier(n_threads + 1)
     finish_line = threading.Barrier(n_threads + 1)
+    starts: list[float] = []
     ends: list[float] = []
     errors: list[BaseException] = []
 
@@ -182,6 +183,7 @@ def run_in_threads(
             errors.append(exc)
             sizes, slots, blocks = [], [], []
         start_line.wait()
+        starts.append(time.perf_counter())
         if not errors:
             if slots_live:
                 for size, slot in zip(sizes, slots, strict=True):
@@ -198,14 +200,13 @@ def run_in_threads(
     threads = [threading.Thread(target=work, args=(k,)) for k in range(n_threads)]
     for t in threads:
         t.start()
-    start = time.perf_counter()
     start_line.wait()
     finish_line.wait()
     for t in threads:
         t.join()
     if errors:
         raise errors[0]
-    return per * n_threads / (max(ends) - start)
+    return per * n_threads / (max(ends) - min(starts))
 
 
 @dataclass
@@ -292,6 +293,17 @@ def report(points: list[Point], thread_counts: list[int]) -> str:
                 lines.append(
                     f"| {name}, / {thread_counts[0]} thread | " + " | ".join(ratios) + " |"
                 )
+            if ("floor", thread_counts[0]) in table:
+                floor_one = table[("floor", thread_counts[0])].ops_per_s
+                floor = [table[("floor", n)].ops_per_s / floor_one for n in thread_counts]
+                for name in names:
+                    if name != "floor":
+                        one = table[(name, thread_counts[0])].ops_per_s
+                        share = [
+                            f"{table[(name, n)].ops_per_s / one / f:.2f}"
+                            for n, f in zip(thread_counts, floor, strict=True)
+                        ]
+                        lines.append(f"| {name}, scaling / floor's | " + " | ".join(share) + " |")
             if ("arenas", thread_counts[0]) in table and (
                 "glibc-ctypes",
                 thread_counts[0],
@@ -305,7 +317,9 @@ def report(points: list[Point], thread_counts: list[int]) -> str:
 
 def plot(points: list[Point], path: str) -> None:
     """One panel per loop: aggregate throughput against threads, a line per
-    (interpreter, allocator); solid lines free-threaded, dashed with the GIL."""
+    (interpreter, allocator); solid lines free-threaded, dashed with the GIL.
+    The floor is left out: it runs several times faster than any allocator,
+    and would flatten them all (the table has it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -320,6 +334,8 @@ def plot(points: list[Point], path: str) -> None:
         for who in dict.fromkeys(p.interpreter for p in points):
             free_threaded = who.endswith("free-threaded")
             for name in ALLOCATORS:
+                if name == "floor":
+                    continue
                 line = sorted(
                     (
                         p

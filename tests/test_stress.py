@@ -178,6 +178,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         (("scaling", "--json", "README.md/x"), "cannot write"),
         (("scaling", "--loops", "pairs,bogus"), "--loops takes some of"),
         (("scaling", "--allocators", "jemalloc"), "--allocators takes some of"),
+        (("binding", "-n", "5"), "-n must be at least 1000"),
+        (("instructions", "-n", "5"), "-n must be at least 1000"),
     ],
 )
 def test_bad_arguments_exit_2_without_a_traceback(args: tuple[str, ...], needle: str) -> None:
@@ -415,3 +417,21 @@ def test_scaling_reports_every_loop_and_allocator(tmp_path: Path) -> None:
     }
     assert all(p["ops_per_s"] > 0 for p in points)
     assert "| arenas / glibc-ctypes |" in proc.stdout
+
+
+def test_instructions_children_run_every_loop_on_every_allocator() -> None:
+    from stress import instructions
+
+    for name in (*instructions.ALLOCATORS, "none"):
+        for loop in instructions.LOOPS:
+            instructions.child(name, loop, 1000)  # (callgrind counts these; here they just run)
+
+
+def test_binding_variants_run_the_real_hit_path() -> None:
+    from arenas import tcache
+    from stress import binding
+
+    variants = binding._variants()
+    assert variants["copy"][1][0].__code__ is tcache.malloc.__code__
+    for tls, pair in variants.values():
+        assert binding.pairs_in_threads(2, 2000, tls, pair) > 0
