@@ -7,7 +7,13 @@
 # publish wheels only for older releases, and a source build needs tools
 # (a Rust toolchain for hypothesis' newest) that the machine may not have.
 PYTHON ?= python3
-VENV   ?= $(if $(filter python3,$(PYTHON)),.venv,.venv-$(notdir $(PYTHON)))
+DEFAULT_PYTHON := $(filter python3,$(PYTHON))
+VENV   ?= $(if $(DEFAULT_PYTHON),.venv,.venv-$(notdir $(PYTHON)))
+# The linters (the dev extra) go into the default environment only: `make lint`
+# runs there, and some of mypy's dependencies publish no free-threaded wheels.
+ALL_EXTRAS := test,dev,stress
+RUN_EXTRAS := test,stress
+EXTRAS ?= $(if $(DEFAULT_PYTHON),$(ALL_EXTRAS),$(RUN_EXTRAS))
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # How long the race hunt runs, in seconds, over all its tunable sets.
@@ -18,7 +24,7 @@ HUNT_SECONDS ?= 60
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet --prefer-binary -e '.[test,dev,stress]'
+	$(PY) -m pip install --quiet --prefer-binary -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -35,6 +41,7 @@ bench: $(STAMP)
 	$(PY) -m stress scaling
 
 lint: $(STAMP)
+	test -n "$(DEFAULT_PYTHON)" || { echo "make lint runs in the default .venv (PYTHON=python3)"; exit 2; }
 	$(VENV)/bin/ruff check arenas tests stress
 	$(VENV)/bin/ruff format --check arenas tests stress
 	$(VENV)/bin/mypy
