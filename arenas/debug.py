@@ -86,7 +86,7 @@ class _Record:
 ViewFn = Callable[[int, int], memoryview]
 
 
-class Debugger:
+class Debugger(fork.OneLock):
     """Debugging versions of malloc, free, realloc, calloc and memalign over inner ones.
 
     ``view(raw, n)``, when given, is the inner allocator's view of its blocks:
@@ -143,15 +143,6 @@ class Debugger:
         if record is None:
             raise for_call(self._not_live(user), op, user)
         return record
-
-    def fork_locks(self) -> list[threading.Lock]:
-        return [self.lock]
-
-    def fork_new_locks(self) -> None:
-        self.lock = threading.Lock()
-
-    def fork_repair(self) -> None:
-        pass
 
     def _bytes(self, raw: int, length: int) -> memoryview:
         """The first ``length`` bytes of the inner block at ``raw``."""

@@ -54,6 +54,7 @@ __all__ = [
     "WRAPPER",
     "ForkSafe",
     "LockSet",
+    "OneLock",
     "participants",
     "register",
 ]
@@ -84,6 +85,21 @@ class ForkSafe(Protocol):
         """In the child, second pass: put right what the lost threads held (any
         participant's lock may be taken now: they are all new)."""
         ...
+
+
+class OneLock:
+    """A participant whose one lock is ``self.lock`` (a replacement, a debugger)."""
+
+    lock: threading.Lock
+
+    def fork_locks(self) -> Sequence[Lockable]:
+        return [self.lock]
+
+    def fork_new_locks(self) -> None:
+        self.lock = threading.Lock()
+
+    def fork_repair(self) -> None:
+        pass
 
 
 class LockSet:

@@ -72,7 +72,7 @@ class Replacement:
         set_mem_functions(None, None, None)
 
 
-class Counting(Replacement):
+class Counting(Replacement, fork.OneLock):
     """Counts the bytes currently allocated (requested sizes), across realloc and free."""
 
     def __init__(self, inner: Inner | None = None) -> None:
@@ -83,15 +83,6 @@ class Counting(Replacement):
         self.peak = 0
         self.calls = 0
         fork.register(self, fork.LEAF)
-
-    def fork_locks(self) -> list[threading.Lock]:
-        return [self.lock]
-
-    def fork_new_locks(self) -> None:
-        self.lock = threading.Lock()
-
-    def fork_repair(self) -> None:
-        pass
 
     def malloc(self, size: int) -> int:
         addr = self.inner.malloc(size)
@@ -133,7 +124,7 @@ class _Ended:
         pass
 
 
-class Tracing(Replacement):
+class Tracing(Replacement, fork.OneLock):
     """Writes every call as one line of the stress suite's trace format.
 
     ``<tid> m <size> <addr>``, ``<tid> c <n> <size> <addr>``,
@@ -158,15 +149,6 @@ class Tracing(Replacement):
             self.out = open(path, "w", encoding="ascii")  # noqa: SIM115 - see close()
         self.tids: dict[int, int] = {}
         fork.register(self, fork.WRAPPER)
-
-    def fork_locks(self) -> list[threading.Lock]:
-        return [self.lock]
-
-    def fork_new_locks(self) -> None:
-        self.lock = threading.Lock()
-
-    def fork_repair(self) -> None:
-        pass
 
     def _tid(self) -> int:
         ident = threading.get_ident()

@@ -70,16 +70,7 @@ def _mp_heap() -> tuple[Malloc, Free]:
 
 
 def _floor() -> tuple[Malloc, Free]:
-    stack: list[int] = list(range(BURST))
-    pop, push = stack.pop, stack.append
-
-    def malloc(size: int) -> int:
-        return pop()
-
-    def free(addr: int) -> None:
-        push(addr)
-
-    return malloc, free
+    return scaling.floor_functions(BURST)
 
 
 def _arenas() -> tuple[Malloc, Free]:

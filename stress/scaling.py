@@ -127,9 +127,10 @@ class _Plain:
         pass
 
 
-def _floor() -> tuple[Malloc, Free]:
-    """A free list of this thread's own: the cost of the calls and the loop, nothing more."""
-    stack = list(range(1 << 40, (1 << 40) + 2048))
+def floor_functions(blocks: int = 2048) -> tuple[Malloc, Free]:
+    """A free list of the calling thread's own, of ``blocks`` handles: the cost of the
+    calls and the loop, nothing more (every benchmark's floor)."""
+    stack = list(range(1 << 40, (1 << 40) + blocks))
     pop, push = stack.pop, stack.append
 
     def malloc(size: int) -> int:
@@ -146,7 +147,7 @@ ALLOCATORS: dict[str, Callable[[], Any]] = {
     "arenas arena_max=1": _OneArena,
     "glibc-ctypes": lambda: _Plain(glibc_functions),
     "mp-heap": _MpHeap,
-    "floor": lambda: _Plain(_floor),
+    "floor": lambda: _Plain(floor_functions),
 }
 SKIP = {("chunks", "mp-heap")}
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import os
 import threading
+import time
 from collections.abc import Callable
 
 from arenas import Allocator
@@ -35,3 +37,19 @@ def run_threads(n: int, target: Callable[[int], None]) -> None:
     for t in threads:
         t.join()
     assert not errors, errors[0]
+
+
+def wait_child(pid: int, timeout: float, what: str = "the forked child") -> None:
+    """Wait for a forked child to exit 0; kill it and fail if it hangs (a lock a lost
+    thread held) or fails."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0, f"{what} failed"
+            return
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            raise AssertionError(f"{what} hung after fork: a lock held by a lost thread?")
+        time.sleep(0.005)

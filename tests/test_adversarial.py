@@ -24,6 +24,7 @@ from functools import partial
 from typing import Any
 
 import pytest
+from helpers import wait_child
 
 import arenas
 from arenas import (
@@ -348,17 +349,7 @@ def _fork_child_ok(work: Callable[[], None], timeout: float = 20.0) -> None:
                     code = 0
                 finally:
                     os._exit(code)
-            deadline = time.monotonic() + timeout
-            while True:
-                done, status = os.waitpid(pid, os.WNOHANG)
-                if done:
-                    assert os.waitstatus_to_exitcode(status) == 0
-                    break
-                if time.monotonic() > deadline:
-                    os.kill(pid, 9)
-                    os.waitpid(pid, 0)
-                    raise AssertionError("the child hung after fork: a lock held by a lost thread")
-                time.sleep(0.005)
+            wait_child(pid, timeout)
     finally:
         stop.set()
         for t in threads:
@@ -536,16 +527,7 @@ def test_fork_while_another_thread_holds_each_lock_of_the_package(tmp_path: Any)
                     finally:
                         os._exit(code)
                 holder.join()
-                deadline = time.monotonic() + 20
-                while True:
-                    done, status = os.waitpid(pid, os.WNOHANG)
-                    if done:
-                        assert os.waitstatus_to_exitcode(status) == 0, (level, participant)
-                        break
-                    if time.monotonic() > deadline:
-                        os.kill(pid, 9)
-                        raise AssertionError(f"child hung: a lock of level {level} held at fork")
-                    time.sleep(0.005)
+                wait_child(pid, 20, f"the child forked while a level-{level} lock was held")
     finally:
         tracer.close()
         alloc.close()

@@ -29,7 +29,7 @@ import time
 from typing import Any
 
 import pytest
-from helpers import assert_disjoint
+from helpers import assert_disjoint, wait_child
 from readerwriterlock import rwlock
 
 from arenas import Allocator, DoubleFree, InvalidPointer
@@ -173,17 +173,7 @@ def _fork_and_check(alloc: Allocator) -> None:
             code = 0
         finally:
             os._exit(code)
-    deadline = time.monotonic() + 30
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            assert os.waitstatus_to_exitcode(status) == 0, "the forked child failed"
-            return
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            raise AssertionError("the forked child hung")
-        time.sleep(0.005)
+    wait_child(pid, 30)
 
 
 def hunt(tunables: dict[str, Any], seconds: float, threads: int = 12, seed: int = 1) -> int:
