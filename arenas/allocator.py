@@ -57,7 +57,6 @@ from .errors import (
     CLOSED,
     AllocatorError,
     DoubleFree,
-    HeapCorruption,
     InvalidPointer,
     OutOfMemory,
     for_call,
@@ -67,16 +66,8 @@ from .heap import Heap, HeapTable
 from .large import MmappedChunks
 from .memory import BufferRegion, Region, SystemBudget, retry_deferred_unmaps
 from .registry import ArenaRegistry
-from .slab import (
-    CLASS_SIZES,
-    CLASS_SLAB_BYTES,
-    NCLASSES,
-    SLAB_MAX,
-    Slab,
-    SlabTable,
-    release_spares,
-)
-from .stats import ArenaStats, Stats, format_malloc_info, format_malloc_stats
+from .slab import CLASS_SIZES, SLAB_MAX, SlabTable, check_blocks
+from .stats import Stats, collect, format_malloc_info, format_malloc_stats
 from .tcache import HotPath, ThreadCache, ThreadCaches, cache_counts
 from .tunables import DEFAULT_MMAP_THRESHOLD_MAX, Params, mallopt_name, validate
 
@@ -132,7 +123,7 @@ class Allocator:
         self._main_region = main_region
         self._on_oom = on_oom
         self._budget = SystemBudget(mp.max_heap_bytes)
-        self._heap_table = HeapTable()
+        self._heap_table: HeapTable[Arena] = HeapTable()
         self._heaps = self._heap_table.heaps
         self._heap_mask = ~(mp.heap_max_size - 1)
         self._mmapped = MmappedChunks(self._budget)
@@ -184,7 +175,7 @@ class Allocator:
 
     def _new_arena(self, index: int) -> Arena:
         region = self._main_region if index == 0 else None
-        return Arena(index, self._mp, self._budget, self._heap_table, NCLASSES, region)
+        return Arena(index, self._mp, self._budget, self._heap_table, self._slab_table, region)
 
     @property
     def params(self) -> dict[str, int]:
@@ -202,6 +193,13 @@ class Allocator:
         with self._registry.reading():
             self._require_open()
             return list(self._registry.arenas)
+
+    def arena(self, index: int) -> Arena:
+        """Arena ``index`` (0 is the main arena); ``ValueError`` if there is none."""
+        arenas = self.arena_list()
+        if checked_count(index, "arena") >= len(arenas):
+            raise ValueError(f"no arena {index}: there are {len(arenas)}")
+        return arenas[index]
 
     def _require_open(self) -> None:
         """Raise ``AllocatorError`` once the allocator is closed: its arenas are
@@ -410,7 +408,7 @@ class Allocator:
         caches.free_popped(cache, addr, cls)
         return new
 
-    def _realloc_chunk(self, heap: Heap, addr: int, size: int) -> int:
+    def _realloc_chunk(self, heap: Heap[Arena], addr: int, size: int) -> int:
         nb = request2size(size)
         arena = heap.arena
         try:
@@ -453,7 +451,7 @@ class Allocator:
         return new
 
     # ============================================================ inspection
-    def _heap_of(self, addr: int) -> Heap | None:
+    def _heap_of(self, addr: int) -> Heap[Arena] | None:
         """The heap an address falls in: an aligned heap by mask, else the main heap by
         range; None for addresses in no heap (mapped chunks, foreign memory)."""
         heap = self._heaps.get(addr & self._heap_mask)
@@ -468,11 +466,11 @@ class Allocator:
         cls = self._caches.find(addr)
         if cls is not None:
             slab = self._slab_table.owners([addr], cls)[0]
-            return slab.heap.region, CLASS_SIZES[cls]
+            return slab.region, CLASS_SIZES[cls]
         heap = self._heap_of(addr)
         if heap is not None:
             size = heap.arena.in_use.get(addr)
-            if size is None or addr - CHUNK_HDR_SZ in heap.arena.slabs:
+            if size is None or addr in heap.arena.lent:
                 bad = self._diagnose_slab(addr) or heap.arena.diagnose_bad_pointer(addr)
                 raise for_call(bad, op, addr)
             return heap.region, size - SIZE_SZ
@@ -552,161 +550,32 @@ class Allocator:
             for arena in arenas:
                 with arena.lock:
                     arena.check()
-                    if arena.is_main and len(arena.heaps) != 1:
-                        raise HeapCorruption("the main arena must own exactly its main heap")
-                    if not arena.is_main:
-                        for heap in arena.heaps:
-                            if self._heaps.get(heap.base) is not heap:
-                                raise HeapCorruption(f"heap {heap.base:#x} missing from the table")
-                    self._check_slabs(arena)
+            registry.check(self._heap_table)
             if quiet is None:
                 quiet = sum(a.attached_threads for a in arenas) <= 1
             if quiet:
-                self._check_slab_blocks(arenas)
-            for arena, limit in zip(registry.arenas, registry.created_under, strict=True):
-                if arena.index >= limit:
-                    raise HeapCorruption(f"arena {arena.index} was made beyond arena_max={limit}")
-            for arena in registry.arenas:
-                if arena.attached_threads < 0:
-                    raise HeapCorruption(f"arena {arena.index} has negative attached threads")
-                if (arena.attached_threads == 0) != (arena in registry.free_list):
-                    raise HeapCorruption(f"arena {arena.index} free-list membership is wrong")
-            owned = sum(len(a.heaps) for a in registry.arenas if not a.is_main)
-            if owned != len(self._heaps):
-                raise HeapCorruption("the heap table holds heaps no arena owns")
+                check_blocks(self._caches.held_blocks(), [a.slab_pool for a in arenas])
         self._mmapped.check()
         if self._debugger is not None:
             self._debugger.check()
 
-    def _check_slabs(self, arena: Arena) -> None:
-        """One arena's slabs against its chunks and lists (arena lock held)."""
-        table = self._slab_table.slabs
-        for base, slab in arena.slabs.items():
-            where = f"slab {base:#x} (class {slab.size}) of arena {arena.index}"
-            windows = SlabTable.windows(slab)
-            if slab.arena is not arena or any(slab not in table.get(key, ()) for key in windows):
-                raise HeapCorruption(f"{where} is missing from the slab table")
-            if arena.in_use.get(base + CHUNK_HDR_SZ) != CLASS_SLAB_BYTES[slab.cls]:
-                raise HeapCorruption(f"{where} is not an in-use chunk of its class's length")
-            if slab.heap is not arena.heap_of(base):
-                raise HeapCorruption(f"{where} records a heap that does not hold it")
-            untouched = (slab.end - slab.bump) // slab.size
-            if slab.nfree != len(slab.free) + untouched or len(set(slab.free)) != len(slab.free):
-                raise HeapCorruption(f"{where}: free count disagrees with its free list")
-            if any(not slab.is_block(b) or b >= slab.bump for b in slab.free):
-                raise HeapCorruption(f"{where}: free list holds a non-block")
-            if (slab.nfree > 0) != (base in arena.slab_partial[slab.cls]):
-                raise HeapCorruption(f"{where}: partial-list membership is wrong")
-        for cls, partial in enumerate(arena.slab_partial):
-            for base, slab in partial.items():
-                if arena.slabs.get(base) is not slab or slab.cls != cls:
-                    raise HeapCorruption(f"arena {arena.index}: stale slab {base:#x} in a list")
-
-    def _check_slab_blocks(self, arenas: list[Arena]) -> None:
-        """Every slab block is live, cached or free in its slab: exactly one of them."""
-        held: dict[Slab, int] = {}
-        seen: set[int] = set()
-        table = self._slab_table
-
-        def claim(addr: int, cls: int, what: str) -> None:
-            slab = table.slab_of(addr, cls)
-            if slab is None or not slab.is_block(addr) or addr >= slab.bump:
-                raise HeapCorruption(f"{what} block {addr:#x} is not a block of any slab")
-            if addr in seen:
-                raise HeapCorruption(f"block {addr:#x} is {what} and also elsewhere")
-            seen.add(addr)
-            held[slab] = held.get(slab, 0) + 1
-
-        caches = self._caches
-        live_tables = caches.live_tables
-        if len({id(t) for t in live_tables}) != len(live_tables):
-            raise HeapCorruption("a thread's live table is listed twice")
-        for table_ in live_tables:
-            for addr, cls in table_.copy().items():
-                claim(addr, cls, "live")
-        for bins in caches.cached_blocks().values():
-            for cls, cached in enumerate(bins):
-                for addr in cached:
-                    claim(addr, cls, "cached")
-        for arena in arenas:
-            with arena.lock:
-                for slab in arena.slabs.values():
-                    for addr in slab.free:
-                        if addr in seen:
-                            raise HeapCorruption(f"block {addr:#x} is free and also in use")
-                    if held.get(slab, 0) + slab.nfree != slab.capacity:
-                        raise HeapCorruption(
-                            f"slab {slab.base:#x}: {held.get(slab, 0)} held + {slab.nfree} free"
-                            f" != {slab.capacity} blocks"
-                        )
-        owned = sum(len(a.slabs) for a in arenas)
-        entered = {slab for found in table.slabs.values() for slab in found}
-        if table.count != owned or len(entered) != owned:
-            raise HeapCorruption("the slab table holds slabs no arena owns")
-
     def stats(self) -> Stats:
         """A snapshot of every arena and mapping (glibc's ``mallinfo2`` and more)."""
-        per: list[ArenaStats] = []
-        arenas = self.arena_list()
-        for arena in arenas:
+        per = []
+        slabs = []
+        for arena in self.arena_list():
             with arena.lock:
-                top = arena.top_size()
-                per.append(
-                    ArenaStats(
-                        index=arena.index,
-                        attached_threads=arena.attached_threads,
-                        heaps=len(arena.heaps),
-                        system_bytes=arena.system_mem,
-                        in_use_bytes=arena.inuse_bytes,
-                        free_bytes=arena.system_mem - arena.inuse_bytes,
-                        top_bytes=top,
-                        max_system_bytes=arena.max_system_mem,
-                        free_chunks=len(arena.bins.free),
-                        in_use_chunks=len(arena.in_use),
-                    )
-                )
+                per.append(arena.stats())
+                slabs.append(arena.slab_pool.usage())
         with self._registry.reading():
-            tcache_blocks = tcache_bytes = 0
-            for bins in self._caches.cached_blocks().values():
-                for cls, cached in enumerate(bins):
-                    tcache_blocks += len(cached)
-                    tcache_bytes += len(cached) * CLASS_SIZES[cls]
-        slab_count = slab_bytes = slab_free = 0
-        for arena in arenas:
-            with arena.lock:
-                slab_count += len(arena.slabs)
-                for slab in arena.slabs.values():
-                    slab_bytes += CLASS_SLAB_BYTES[slab.cls]
-                    slab_free += slab.nfree
-        live = self._caches.live_blocks()
-        mm = self._mmapped
-        with mm.lock:
-            hblks, hblkhd = len(mm.chunks), mm.mmapped_mem
-            max_mm, max_n = mm.max_mmapped_mem, mm.max_n_mmaps
-        system = sum(a.system_bytes for a in per)
-        used = sum(a.in_use_bytes for a in per)
-        return Stats(
-            arena=system,
-            ordblks=sum(a.free_chunks for a in per),
-            smblks=0,
-            hblks=hblks,
-            hblkhd=hblkhd,
-            usmblks=0,
-            fsmblks=0,
-            uordblks=used,
-            fordblks=system - used,
-            keepcost=per[0].top_bytes if per else 0,
-            arenas=tuple(per),
-            max_mmapped_bytes=max_mm,
-            max_mmapped_chunks=max_n,
-            max_system_bytes=self._budget.max_used,
-            slabs=slab_count,
-            slab_bytes=slab_bytes,
-            slab_blocks_live=len(live),
-            slab_live_bytes=sum(CLASS_SIZES[c] for c in live.values()),
-            slab_blocks_free=slab_free,
-            tcache_blocks=tcache_blocks,
-            tcache_bytes=tcache_bytes,
+            cached = self._caches.cached_blocks().values()
+        return collect(
+            per,
+            slabs,
+            cached,
+            self._caches.live_blocks(),
+            self._mmapped.usage(),
+            self._budget.max_used,
         )
 
     def malloc_stats(self, file: TextIO | None = None) -> None:
@@ -715,27 +584,11 @@ class Allocator:
 
     def malloc_info(self) -> str:
         """glibc's ``malloc_info`` XML: per arena, its free chunks by size, and totals."""
-        arenas = self.arena_list()
-        return format_malloc_info(self.stats(), [self._bin_histogram(a) for a in arenas])
-
-    @staticmethod
-    def _bin_histogram(arena: Arena) -> list[tuple[str, int, int, int, int]]:
-        """``(kind, from, to, total, count)`` per non-empty bin, as malloc_info lists them."""
-        rows: list[tuple[str, int, int, int, int]] = []
-        with arena.lock:
-            bins = arena.bins
-            for idx, small in enumerate(bins.small):
-                if small:
-                    size = idx << 4
-                    rows.append(("size", size - 15, size, size * len(small), len(small)))
-            for large in bins.large:
-                if large:
-                    sizes = [size for size, _ in large]
-                    rows.append(("size", sizes[0], sizes[-1], sum(sizes), len(sizes)))
-            if bins.unsorted:
-                sizes = [bins.free[c] for c in bins.unsorted]
-                rows.append(("unsorted", min(sizes), max(sizes), sum(sizes), len(sizes)))
-        return rows
+        histograms = []
+        for arena in self.arena_list():
+            with arena.lock:
+                histograms.append(arena.bins.histogram())
+        return format_malloc_info(self.stats(), histograms)
 
     # ================================================================= trim
     def trim(self, pad: int = 0) -> int:
@@ -754,7 +607,7 @@ class Allocator:
         released = 0
         for arena in self.arena_list():
             with arena.lock:
-                released += release_spares(arena, self._slab_table)
+                released += arena.slab_pool.release_spares()
                 if not arena.is_main:
                     released += arena.drop_empty_heaps()
                     released += arena.heap_trim()
@@ -830,13 +683,8 @@ class Allocator:
                     heap.release()
                 arena.heaps.clear()
                 arena.in_use.clear()
-        with self._mmapped.lock:
-            regions = list(self._mmapped.chunks.values())
-            self._mmapped.chunks.clear()
-        for region in regions:
-            region.unmap()
-        with self._slab_table.lock:
-            self._slab_table.slabs.clear()
+        self._mmapped.release_all()
+        self._slab_table.clear()
         self._main_hi = self._main_lo
         retry_deferred_unmaps()
 
@@ -860,18 +708,17 @@ class Allocator:
         """Registry and arenas, then heap table, slab table, mappings, budget (see fork.py)."""
         return [
             *self._registry.locks(),
-            *self._heap_table.locks(),
-            *self._slab_table.locks(),
-            *self._mmapped.locks(),
-            *self._budget.locks(),
+            *(lock for table in self._tables() for lock in table.fork_locks()),
         ]
 
     def fork_new_locks(self) -> None:
         self._registry.reset_after_fork()
-        self._heap_table.reset_locks()
-        self._slab_table.reset_locks()
-        self._mmapped.reset_locks()
-        self._budget.reset_locks()
+        for table in self._tables():
+            table.fork_new_locks()
+
+    def _tables(self) -> tuple[fork.OneLock, ...]:
+        """The shared tables, each with one lock, in the order locks are taken."""
+        return (self._heap_table, self._slab_table, self._mmapped, self._budget)
 
     def fork_repair(self) -> None:
         cache: ThreadCache | None = getattr(self._caches.tls, "cache", None)

@@ -29,8 +29,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Iterator
 
 from .bins import MIN_LARGE_SIZE, NSMALLBINS, Bins, bin_index
 from .chunk import (
@@ -45,10 +44,9 @@ from .chunk import (
 from .errors import DoubleFree, HeapCorruption, InvalidPointer, OutOfMemory
 from .heap import HEAP_INFO_SIZE, Heap, HeapTable
 from .memory import PAGE_SIZE, Region, SystemBudget, page_align
-
-if TYPE_CHECKING:
-    from .slab import Slab
-    from .tunables import Params
+from .slab import SlabPool, SlabTable
+from .stats import ArenaStats
+from .tunables import Params
 
 __all__ = ["Arena"]
 
@@ -73,13 +71,12 @@ class Arena:
         "inuse_bytes",
         "is_main",
         "last_remainder",
+        "lent",
         "lock",
         "max_system_mem",
         "mp",
         "nm",
-        "slab_partial",
-        "slab_spare",
-        "slabs",
+        "slab_pool",
         "system_mem",
         "top",
     )
@@ -89,8 +86,8 @@ class Arena:
         index: int,
         mp: Params,
         budget: SystemBudget,
-        heap_table: HeapTable,
-        nclasses: int = 0,
+        heap_table: HeapTable[Arena],
+        slab_table: SlabTable,
         main_region: Region | None = None,
     ) -> None:
         self.lock = threading.Lock()
@@ -108,12 +105,11 @@ class Arena:
         self.max_system_mem = 0
         self.last_remainder = 0
         self.attached_threads = 0
-        # Slabs carved from this arena (see slab.py): chunk address -> slab, the slabs of
-        # each class that have a free block, and one wholly free slab per class.
-        self.slabs: dict[int, Slab] = {}
-        self.slab_partial: list[dict[int, Slab]] = [{} for _ in range(nclasses)]
-        self.slab_spare: list[Slab | None] = [None] * nclasses
-        self.heaps: list[Heap] = []
+        # In-use chunks lent to slabs (user address -> their heap's region): ``free``
+        # refuses them; the slab pool gives them back (see slab.py).
+        self.lent: dict[int, Region] = {}
+        self.slab_pool = SlabPool(self, slab_table)
+        self.heaps: list[Heap[Arena]] = []
         if self.is_main:
             region = main_region or Region(page_align(mp.main_heap_size))
             heap = Heap(self, region, budget, aligned=False)
@@ -133,7 +129,7 @@ class Arena:
             self._set_top(heap.start)
 
     # ================================================================ helpers
-    def heap_of(self, chunk: int) -> Heap:
+    def heap_of(self, chunk: int) -> Heap[Arena]:
         """The heap holding ``chunk`` (which must be one of this arena's)."""
         if self.is_main:
             return self.heap
@@ -153,7 +149,22 @@ class Arena:
     def top_size(self) -> int:
         return self.heap.base + self.heap.size - self.top
 
-    def _hand_out(self, heap: Heap, chunk: int, size: int) -> int:
+    def stats(self) -> ArenaStats:
+        """This arena's figures (lock held)."""
+        return ArenaStats(
+            index=self.index,
+            attached_threads=self.attached_threads,
+            heaps=len(self.heaps),
+            system_bytes=self.system_mem,
+            in_use_bytes=self.inuse_bytes,
+            free_bytes=self.system_mem - self.inuse_bytes,
+            top_bytes=self.top_size(),
+            max_system_bytes=self.max_system_mem,
+            free_chunks=len(self.bins.free),
+            in_use_chunks=len(self.in_use),
+        )
+
+    def _hand_out(self, heap: Heap[Arena], chunk: int, size: int) -> int:
         """Record ``chunk`` as in use, mark it so in its successor, return the user address."""
         w = heap.words
         j = ((chunk + size - heap.base) >> 3) + 1
@@ -163,7 +174,7 @@ class Arena:
         self.inuse_bytes += size
         return mem
 
-    def _carve(self, heap: Heap, chunk: int, size: int, nb: int) -> int:
+    def _carve(self, heap: Heap[Arena], chunk: int, size: int, nb: int) -> int:
         """Serve ``nb`` bytes from the free chunk ``chunk`` (already unlinked) of ``size``.
 
         The remainder, if it can stand as a chunk, goes back to the unsorted bin.
@@ -284,16 +295,15 @@ class Arena:
         self._retire_heap(heap, old_top, old_size)
         return True
 
-    def _retire_heap(self, heap: Heap, old_top: int, old_size: int) -> None:
+    def _retire_heap(self, heap: Heap[Arena], old_top: int, old_size: int) -> None:
         """Close a heap the arena has moved past: a fencepost at its end, its top freed."""
         fence_size = CHUNK_HDR_SZ if old_size >= MINSIZE + CHUNK_HDR_SZ else old_size
         fence = heap.end - fence_size
-        w = heap.words
-        w[((fence - heap.base) >> 3) + 1] = fence_size | PREV_INUSE | self.nm
+        heap.set_head(fence, fence_size | PREV_INUSE | self.nm)
         heap.fence = fence
         if fence > old_top:
             size = fence - old_top
-            w[((old_top - heap.base) >> 3) + 1] = size | PREV_INUSE | self.nm
+            heap.set_head(old_top, size | PREV_INUSE | self.nm)
             self._free_chunk(heap, old_top, size)
 
     # ============================================================== _int_free
@@ -317,12 +327,12 @@ class Arena:
             f"free(): invalid pointer {mem:#x}: not the start of a block of arena {self.index}"
         )
 
-    def checked_chunk(self, heap: Heap, mem: int) -> int:
+    def checked_chunk(self, heap: Heap[Arena], mem: int) -> int:
         """Check the live block at ``mem`` against its header; return its chunk size."""
         size = self.in_use.get(mem)
         if size is None:
             raise self.diagnose_bad_pointer(mem)
-        if mem - CHUNK_HDR_SZ in self.slabs:
+        if mem in self.lent:
             raise InvalidPointer(f"free(): invalid pointer {mem:#x}: that is a slab, not a block")
         w = heap.words
         i = (mem - CHUNK_HDR_SZ - heap.base) >> 3
@@ -347,7 +357,7 @@ class Arena:
                 raise HeapCorruption(f"double free or corruption (!prev) at {mem:#x}")
         return size
 
-    def _int_free(self, heap: Heap, mem: int) -> None:
+    def _int_free(self, heap: Heap[Arena], mem: int) -> None:
         size = self.checked_chunk(heap, mem)
         if self.mp.perturb:  # glibc's free_perturb: after the checks, under the lock
             _memset(mem, self.mp.perturb, size - CHUNK_HDR_SZ)
@@ -355,13 +365,14 @@ class Arena:
         del self.in_use[mem]
         self.inuse_bytes -= size
 
-    def release_internal(self, heap: Heap, mem: int) -> None:
-        """Free a chunk the allocator itself took (a slab), without the user-facing checks."""
+    def take_back_slab_chunk(self, mem: int) -> None:
+        """Free a chunk lent to a slab (:meth:`lend_slab_chunks`): no user-facing checks."""
+        del self.lent[mem]
         size = self.in_use.pop(mem)
         self.inuse_bytes -= size
-        self._free_chunk(heap, mem - CHUNK_HDR_SZ, size)
+        self._free_chunk(self.heap_of(mem - CHUNK_HDR_SZ), mem - CHUNK_HDR_SZ, size)
 
-    def _free_chunk(self, heap: Heap, chunk: int, size: int) -> None:
+    def _free_chunk(self, heap: Heap[Arena], chunk: int, size: int) -> None:
         """Coalesce ``chunk`` with its free neighbours and bin it (or grow the top).
 
         Every header it is about to trust is checked first; a mismatch raises
@@ -494,7 +505,7 @@ class Arena:
         return released
 
     # ============================================================ _int_realloc
-    def _int_realloc(self, heap: Heap, mem: int, nb: int, may_move: bool) -> int:
+    def _int_realloc(self, heap: Heap[Arena], mem: int, nb: int, may_move: bool) -> int:
         """Resize the block at ``mem`` to chunk size ``nb``; return the new address or 0.
 
         0 means this arena cannot do it without moving and ``may_move`` is
@@ -539,7 +550,7 @@ class Arena:
         self._shrink_chunk(heap, mem, old, nb)
         return mem
 
-    def _shrink_chunk(self, heap: Heap, mem: int, size: int, nb: int) -> None:
+    def _shrink_chunk(self, heap: Heap[Arena], mem: int, size: int, nb: int) -> None:
         """Cut an in-use chunk down to ``nb``, freeing the tail if it can stand alone."""
         rem = size - nb
         if rem < MINSIZE:
@@ -584,7 +595,7 @@ class Arena:
         return mem
 
     # ========================================================= slab chunks
-    def alloc_slab_chunks(
+    def lend_slab_chunks(
         self, length: int, count: int = 1, top: bool = True, grow: bool = True
     ) -> list[int]:
         """Up to ``count`` in-use chunks of exactly ``length`` bytes each.
@@ -596,8 +607,8 @@ class Arena:
         chunk in one go.  With ``grow`` false the heap is not grown for them,
         and with ``top`` false the top chunk is not cut either: only memory
         freed earlier is used (another arena's thread asks that way).
-        Returns the user addresses (chunk + 16); fewer than ``count`` only
-        when the arena has no room for more.
+        Returns the user addresses (chunk + 16), recorded in :attr:`lent`;
+        fewer than ``count`` only when the arena has no room for more.
         """
         out: list[int] = []
         while len(out) < count:
@@ -659,7 +670,7 @@ class Arena:
         return 0, 0
 
     def _carve_slabs(
-        self, heap: Heap, chunk: int, size: int, length: int, pieces: int, out: list[int]
+        self, heap: Heap[Arena], chunk: int, size: int, length: int, pieces: int, out: list[int]
     ) -> None:
         """Mark ``pieces`` chunks of ``length`` at the start of the unlinked ``chunk`` in use.
 
@@ -669,10 +680,13 @@ class Arena:
         base = heap.base
         head = length | PREV_INUSE | self.nm
         in_use = self.in_use
+        lent = self.lent
+        region = heap.region
         end = chunk + pieces * length
         for piece in range(chunk, end, length):
             w[((piece - base) >> 3) + 1] = head
             in_use[piece + CHUNK_HDR_SZ] = length
+            lent[piece + CHUNK_HDR_SZ] = region
             out.append(piece + CHUNK_HDR_SZ)
         self.inuse_bytes += pieces * length
         tail = size - pieces * length
@@ -681,6 +695,30 @@ class Arena:
             self._free_chunk(heap, end, tail)
         else:
             w[((end - base) >> 3) + 1] |= PREV_INUSE
+
+    # ================================================================= views
+    def walk(self, heap: Heap[Arena]) -> Iterator[tuple[int, int, str]]:
+        """``(chunk, head, state)`` for each chunk of ``heap``, then its top or fencepost
+        (lock held).  ``state`` is "in use", "slab", "free", "top" or "fence"; at a head
+        whose size cannot be right it is "corrupt", and the walk stops there."""
+        if heap.size == 0:
+            return  # the main heap before its first sbrk
+        last = self.top if heap is self.heap else heap.fence
+        free = self.bins.free
+        nxt = heap.start
+        try:
+            for chunk, head in heap.chunks(last):
+                if chunk in free:
+                    yield chunk, head, "free"
+                elif chunk + CHUNK_HDR_SZ in self.lent:
+                    yield chunk, head, "slab"
+                else:
+                    yield chunk, head, "in use"
+                nxt = chunk + (head & SIZE_BITS)
+        except HeapCorruption:
+            yield nxt, heap.head(nxt), "corrupt"
+            return
+        yield last, heap.head(last), "top" if heap is self.heap else "fence"
 
     # ================================================================= check
     def check(self) -> None:
@@ -706,17 +744,11 @@ class Arena:
                 raise fail(f"heap {heap.base:#x} has a fencepost iff it is not current")
             if heap.start != heap.base and heap.words[0] != self.index:
                 raise fail(f"heap_info of {heap.base:#x} names arena {heap.words[0]}")
-            w = heap.words
-            base = heap.base
             end = heap.end
             last = self.top if current else heap.fence
-            chunk = heap.start
             prev_free = False
-            while chunk < last:
-                head = w[((chunk - base) >> 3) + 1]
+            for chunk, head in heap.chunks(last):  # (it stops at a size that cannot be right)
                 size = head & SIZE_BITS
-                if size < MINSIZE or size & 15 or chunk + size > last:
-                    raise fail(f"chunk {chunk:#x} has a bad size {size:#x}")
                 if head & (IS_MMAPPED | NON_MAIN_ARENA) != self.nm:
                     raise fail(f"chunk {chunk:#x} has wrong arena/mmap flags {head:#x}")
                 if bool(head & PREV_INUSE) == prev_free:
@@ -726,7 +758,7 @@ class Arena:
                         raise fail(f"free chunks adjacent at {chunk:#x}")
                     if free[chunk] != size:
                         raise fail(f"free chunk {chunk:#x} size differs from its bin")
-                    if w[(chunk + size - base) >> 3] != size:
+                    if heap.prev_size(chunk + size) != size:
                         raise fail(f"free chunk {chunk:#x} footer (next prev_size) is wrong")
                     seen_free += 1
                     prev_free = True
@@ -736,12 +768,9 @@ class Arena:
                     seen_used += 1
                     used_bytes += size
                     prev_free = False
-                chunk += size
-            if chunk != last:
-                raise fail(f"chunks of heap {heap.base:#x} do not tile up to its top/fence")
             if last >= end:
                 raise fail(f"heap {heap.base:#x} has no room for its top/fence header")
-            head = w[((last - base) >> 3) + 1]
+            head = heap.head(last)
             if bool(head & PREV_INUSE) == prev_free:
                 raise fail(f"top/fence {last:#x}: PREV_INUSE disagrees with its neighbour")
             if current and prev_free:
@@ -754,3 +783,6 @@ class Arena:
             raise fail("in-use records disagree with the heap walk")
         if system != self.system_mem:
             raise fail(f"system_mem {self.system_mem} != sum of heap sizes {system}")
+        if any(self.in_use.get(mem) is None for mem in self.lent):
+            raise fail("a chunk lent to a slab is not in use")
+        self.slab_pool.check()

@@ -20,17 +20,14 @@ Locking: a :class:`Bins` belongs to one arena and is guarded by that arena's loc
 from __future__ import annotations
 
 from bisect import bisect_left, insort
+from collections.abc import Iterator
 
-__all__ = ["NBINS", "UNSORTED", "Bins", "bin_index", "largebin_index", "smallbin_index"]
+__all__ = ["NBINS", "UNSORTED", "Bins", "bin_index", "largebin_index"]
 
 NBINS = 128
 UNSORTED = 1
 NSMALLBINS = 64
 MIN_LARGE_SIZE = NSMALLBINS * 16  # 1024: the first size kept in a large bin
-
-
-def smallbin_index(size: int) -> int:
-    return size >> 4
 
 
 def largebin_index(size: int) -> int:
@@ -145,6 +142,34 @@ class Bins:
         else:
             chunk = self.large[idx - NSMALLBINS][0][1]
         return chunk, self.unlink(chunk)
+
+    # ------------------------------------------------------------------ views
+    def nonempty(self) -> Iterator[tuple[int, list[tuple[int, int]]]]:
+        """``(bin index, [(size, chunk), ...])`` for every non-empty bin: the unsorted
+        bin first (index ``UNSORTED``, in arrival order), then the sorted bins."""
+        free = self.free
+        if self.unsorted:
+            yield UNSORTED, [(free[chunk], chunk) for chunk in self.unsorted]
+        for idx, small in enumerate(self.small):
+            if small:
+                yield idx, [(idx << 4, chunk) for chunk in small]
+        for off, large in enumerate(self.large):
+            if large:
+                yield off + NSMALLBINS, list(large)
+
+    def histogram(self) -> list[tuple[str, int, int, int, int]]:
+        """``(kind, from, to, total, count)`` per non-empty bin, as glibc's ``malloc_info``
+        lists them: the sorted bins by size, then the unsorted bin."""
+        rows: list[tuple[str, int, int, int, int]] = []
+        unsorted: list[tuple[str, int, int, int, int]] = []
+        for idx, entries in self.nonempty():
+            sizes = [size for size, _ in entries]
+            if idx == UNSORTED:
+                unsorted.append(("unsorted", min(sizes), max(sizes), sum(sizes), len(sizes)))
+            else:
+                low = sizes[0] - 15 if idx < NSMALLBINS else sizes[0]
+                rows.append(("size", low, sizes[-1], sum(sizes), len(sizes)))
+        return rows + unsorted
 
     # ------------------------------------------------------------------ check
     def validate(self) -> str | None:

@@ -88,8 +88,9 @@ class ForkSafe(Protocol):
 
 
 class OneLock:
-    """A participant whose one lock is ``self.lock`` (a replacement, a debugger)."""
+    """A participant whose one lock is ``self.lock`` (a table, a replacement, a debugger)."""
 
+    __slots__ = ("lock",)
     lock: threading.Lock
 
     def fork_locks(self) -> Sequence[Lockable]:

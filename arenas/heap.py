@@ -6,7 +6,7 @@ Two kinds, as in glibc:
   ``sbrk`` area: one big reservation that grows and shrinks at its end;
 * **aligned heaps** belong to the other arenas.  Each is ``HEAP_MAX_SIZE``
   bytes of address space aligned to ``HEAP_MAX_SIZE``, so the heap of any
-  address is ``addr & ~(HEAP_MAX_SIZE - 1)`` (:func:`heap_for_ptr`), and the
+  address is ``addr & ~(HEAP_MAX_SIZE - 1)`` (``heap_for_ptr``), and the
   heap's first 32 bytes (``heap_info``) name its arena.  An arena that fills
   its heap starts another and links it to the previous one.
 
@@ -27,6 +27,14 @@ When an arena moves on to a new heap, the old heap's top is freed into the
 bins and a 16-byte *fencepost* chunk closes the old heap, so that coalescing
 never walks off its end.
 
+A heap also owns the chunk vocabulary (glibc's ``chunksize``, ``set_head``,
+``set_foot``): a chunk at address ``c`` keeps its ``prev_size`` word at
+``words[(c - base) >> 3]`` and its size-and-flags word (the *head*) at
+``words[((c - base) >> 3) + 1]``.  The cold paths (checks, inspection, heap
+retirement) use :meth:`Heap.head`, :meth:`Heap.set_head`,
+:meth:`Heap.set_foot` and :meth:`Heap.chunks`; the hot paths in
+:mod:`arenas.arena` inline exactly this arithmetic, and say so.
+
 Locking: a Heap is guarded by its arena's lock.  The table of aligned heaps
 (:class:`HeapTable`) is read without a lock (a dict lookup is atomic, under
 the GIL and in free-threaded builds alike) and written under its own lock.
@@ -35,26 +43,36 @@ the GIL and in free-threaded builds alike) and written under its own lock.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from typing import Generic, Protocol, TypeVar
 
+from . import fork
+from .chunk import MALLOC_ALIGN_MASK, MINSIZE, SIZE_BITS
+from .errors import HeapCorruption
 from .memory import Region, SystemBudget, page_align
 
-if TYPE_CHECKING:
-    from .arena import Arena
-
-__all__ = ["HEAP_INFO_SIZE", "Heap", "HeapTable", "heap_for_ptr"]
+__all__ = ["HEAP_INFO_SIZE", "Heap", "HeapOwner", "HeapTable"]
 
 HEAP_INFO_SIZE = 32
 _HEAP_MAGIC = 0x4845_4150_494E_464F  # "HEAPINFO", for a hexdump reader
 
 
-def heap_for_ptr(addr: int, heap_max_size: int) -> int:
-    """The base address of the aligned heap that would hold ``addr``."""
-    return addr & ~(heap_max_size - 1)
+class HeapOwner(Protocol):
+    """What a heap knows of its arena: the index its ``heap_info`` records."""
+
+    @property
+    def index(self) -> int: ...
 
 
-class Heap:
-    """One heap: a region, how much of it is in use, and where its chunks start."""
+OwnerT = TypeVar("OwnerT", bound=HeapOwner)
+
+
+class Heap(Generic[OwnerT]):
+    """One heap: a region, how much of it is in use, and where its chunks start.
+
+    Generic in its owner (glibc's ``heap_info.ar_ptr``), so that this module
+    needs nothing from the arena module above it.
+    """
 
     __slots__ = (
         "arena",
@@ -71,12 +89,12 @@ class Heap:
 
     def __init__(
         self,
-        arena: Arena,
+        arena: OwnerT,
         region: Region,
         budget: SystemBudget,
         *,
         aligned: bool,
-        prev: Heap | None = None,
+        prev: Heap[OwnerT] | None = None,
     ) -> None:
         self.arena = arena
         self.region = region
@@ -99,6 +117,37 @@ class Heap:
     @property
     def end(self) -> int:
         return self.base + self.size
+
+    # ------------------------------------------------------- chunk vocabulary
+    def head(self, chunk: int) -> int:
+        """The size-and-flags word of ``chunk`` (glibc's ``mchunk_size``)."""
+        return self.words[((chunk - self.base) >> 3) + 1]
+
+    def set_head(self, chunk: int, head: int) -> None:
+        self.words[((chunk - self.base) >> 3) + 1] = head
+
+    def prev_size(self, chunk: int) -> int:
+        """The word before ``chunk``'s head: its free predecessor's size (its foot)."""
+        return self.words[(chunk - self.base) >> 3]
+
+    def set_foot(self, chunk: int, size: int) -> None:
+        """Write a free chunk's size into the ``prev_size`` word of the chunk after it."""
+        self.words[(chunk + size - self.base) >> 3] = size
+
+    def chunks(self, last: int) -> Iterator[tuple[int, int]]:
+        """``(chunk, head)`` for every chunk from ``start`` up to ``last`` (the top or fence).
+
+        Raises ``HeapCorruption`` at a head whose size cannot be right, before
+        yielding it, so that a walk never runs off its heap.
+        """
+        chunk = self.start
+        while chunk < last:
+            head = self.head(chunk)
+            size = head & SIZE_BITS
+            if size < MINSIZE or size & MALLOC_ALIGN_MASK or chunk + size > last:
+                raise HeapCorruption(f"chunk {chunk:#x} has a bad size {size:#x}")
+            yield chunk, head
+            chunk += size
 
     def grow(self, diff: int) -> bool:
         """Extend the in-use part by ``diff`` bytes (page multiple); False if it cannot."""
@@ -129,12 +178,12 @@ class Heap:
     @classmethod
     def new_aligned(
         cls,
-        arena: Arena,
+        arena: OwnerT,
         min_size: int,
         heap_max_size: int,
         budget: SystemBudget,
-        prev: Heap | None,
-    ) -> Heap | None:
+        prev: Heap[OwnerT] | None,
+    ) -> Heap[OwnerT] | None:
         """glibc's ``new_heap``: reserve an aligned heap and make ``min_size`` bytes usable."""
         size = page_align(min_size)
         if size > heap_max_size or not budget.take(size):
@@ -151,7 +200,7 @@ class Heap:
         return heap
 
 
-class HeapTable:
+class HeapTable(Generic[OwnerT], fork.OneLock):
     """Aligned heap bases -> heaps, for every non-main arena of one allocator.
 
     Reads are lock-free: one ``dict.get``, atomic under the GIL and, on
@@ -160,22 +209,16 @@ class HeapTable:
     answer to "which arena owns this address?" from any thread.
     """
 
-    __slots__ = ("heaps", "lock")
+    __slots__ = ("heaps",)
 
     def __init__(self) -> None:
-        self.heaps: dict[int, Heap] = {}
+        self.heaps: dict[int, Heap[OwnerT]] = {}
         self.lock = threading.Lock()
 
-    def add(self, heap: Heap) -> None:
+    def add(self, heap: Heap[OwnerT]) -> None:
         with self.lock:
             self.heaps[heap.base] = heap
 
-    def remove(self, heap: Heap) -> None:
+    def remove(self, heap: Heap[OwnerT]) -> None:
         with self.lock:
             del self.heaps[heap.base]
-
-    def locks(self) -> list[threading.Lock]:
-        return [self.lock]
-
-    def reset_locks(self) -> None:
-        self.lock = threading.Lock()

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from . import default_allocator
 from .allocator import Allocator
 from .arena import Arena
-from .bins import NSMALLBINS, largebin_index
+from .bins import NSMALLBINS, UNSORTED, largebin_index
 from .chunk import (
-    CHUNK_HDR_SZ,
+    FLAG_BITS,
     IS_MMAPPED,
     NON_MAIN_ARENA,
     PREV_INUSE,
@@ -81,12 +81,7 @@ def _allocator(alloc: Allocator | None) -> Allocator:
 
 def _arena(alloc: Allocator | None, index: int) -> tuple[Allocator, Arena]:
     alloc = _allocator(alloc)
-    registry = alloc._registry
-    with registry.reading():
-        alloc._require_open()
-        if checked_count(index, "arena") >= len(registry.arenas):
-            raise ValueError(f"no arena {index}: there are {len(registry.arenas)}")
-        return alloc, registry.arenas[index]
+    return alloc, alloc.arena(index)
 
 
 def _where(arena: Arena, chunk: int, size: int) -> str:
@@ -97,32 +92,22 @@ def _where(arena: Arena, chunk: int, size: int) -> str:
     return f"large bin {largebin_index(size)}"
 
 
-def _heap_chunks(arena: Arena, h: Heap) -> list[ChunkInfo]:
-    """Every chunk of one heap (arena lock held)."""
+def heap_chunks(arena: Arena, heap: Heap[Arena]) -> list[ChunkInfo]:
+    """Every chunk of one heap, its top or fencepost last (arena lock held)."""
     out: list[ChunkInfo] = []
-    if h.size == 0:
-        return out
-    w = h.words
-    base = h.base
-    last = arena.top if h is arena.heap else h.fence
-    chunk = h.start
-    while chunk < last:
-        head = w[((chunk - base) >> 3) + 1]
+    for chunk, head, state in arena.walk(heap):
         size = head & SIZE_BITS
-        if size < CHUNK_HDR_SZ or chunk + size > last:
-            out.append(ChunkInfo(chunk, size, head & 7, "corrupt", "size field damaged"))
-            return out
-        if chunk in arena.bins.free:
-            out.append(ChunkInfo(chunk, size, head & 7, "free", _where(arena, chunk, size)))
-        elif chunk in arena.slabs:
-            slab = arena.slabs[chunk]
+        detail = ""
+        if state == "free":
+            detail = _where(arena, chunk, size)
+        elif state == "slab":
+            slab = arena.slab_pool.slabs[chunk]
             detail = f"{slab.capacity} x {slab.size} B, {slab.nfree} free"
-            out.append(ChunkInfo(chunk, size, head & 7, "slab", detail))
-        else:
-            out.append(ChunkInfo(chunk, size, head & 7, "in use"))
-        chunk += size
-    head = w[((last - base) >> 3) + 1]
-    out.append(ChunkInfo(last, h.end - last, head & 7, "top" if h is arena.heap else "fence"))
+        elif state == "corrupt":
+            detail = "size field damaged"
+        elif state in ("top", "fence"):
+            size = heap.end - chunk
+        out.append(ChunkInfo(chunk, size, head & FLAG_BITS, state, detail))
     return out
 
 
@@ -130,7 +115,7 @@ def chunks(alloc: Allocator | None = None, arena: int = 0) -> list[list[ChunkInf
     """The chunks of each heap of one arena, oldest heap first."""
     alloc, a = _arena(alloc, arena)
     with a.lock:
-        return [_heap_chunks(a, h) for h in a.heaps]
+        return [heap_chunks(a, h) for h in a.heaps]
 
 
 def heap(alloc: Allocator | None = None, arena: int = 0, color: bool | None = None) -> str:
@@ -144,7 +129,7 @@ def heap(alloc: Allocator | None = None, arena: int = 0, color: bool | None = No
         for h in a.heaps:
             info = "" if h.start == h.base else f", heap_info {HEAP_INFO_SIZE} bytes"
             lines.append(f"heap {h.base:#x}: {h.size} of {h.max_size} bytes in use{info}")
-            for n, c in enumerate(_heap_chunks(a, h)):
+            for n, c in enumerate(heap_chunks(a, h)):
                 text = f"  {c.addr:#x}  size {c.size:#8x}  {c.flag_text}  {c.state}"
                 if c.detail:
                     text += f" ({c.detail})"
@@ -160,18 +145,19 @@ def bins(alloc: Allocator | None = None, arena: int = 0, color: bool | None = No
     alloc, a = _arena(alloc, arena)
     lines: list[str] = []
     with a.lock:
-        b = a.bins
-        unsorted = [f"{c:#x} ({b.free[c]:#x})" for c in b.unsorted]
-        lines.append("unsorted: " + (", ".join(unsorted) or "empty"))
-        for idx, small in enumerate(b.small):
-            if small:
-                sizes = f"{idx << 4}"
-                lines.append(f"small bin {idx} ({sizes} B): " + ", ".join(f"{c:#x}" for c in small))
-        for off, large in enumerate(b.large):
-            if large:
-                entries = ", ".join(f"{c:#x} ({s:#x})" for s, c in large)
-                lines.append(f"large bin {off + NSMALLBINS}: {entries}")
-        for cls, partial in enumerate(a.slab_partial):
+        if not a.bins.unsorted:
+            lines.append("unsorted: empty")
+        for idx, entries in a.bins.nonempty():
+            if idx == UNSORTED:
+                lines.append("unsorted: " + ", ".join(f"{c:#x} ({s:#x})" for s, c in entries))
+            elif idx < NSMALLBINS:
+                listed = ", ".join(f"{c:#x}" for _, c in entries)
+                lines.append(f"small bin {idx} ({idx << 4} B): {listed}")
+            else:
+                lines.append(
+                    f"large bin {idx}: " + ", ".join(f"{c:#x} ({s:#x})" for s, c in entries)
+                )
+        for cls, partial in enumerate(a.slab_pool.partial):
             if partial:
                 free = sum(s.nfree for s in partial.values())
                 lines.append(
@@ -230,7 +216,7 @@ def vis_heap_chunks(
     lines: list[str] = []
     with a.lock:
         for h in a.heaps:
-            infos = _heap_chunks(a, h)
+            infos = heap_chunks(a, h)
             if addr is not None and not (h.base <= addr < h.end):
                 continue
             start = 0
@@ -238,7 +224,6 @@ def vis_heap_chunks(
                 start = next(
                     (i for i, c in enumerate(infos) if c.addr <= addr < c.addr + c.size), 0
                 )
-            w = h.words
             for n, c in enumerate(infos[start : start + count]):
                 colour = _PALETTE[(start + n) % len(_PALETTE)] if paint else ""
                 reset = _RESET if paint else ""
@@ -248,8 +233,7 @@ def vis_heap_chunks(
                     row = c.addr + 16 * r
                     if row + 16 > h.end:
                         break
-                    i = (row - h.base) >> 3
-                    lo, hi = w[i], w[i + 1]
+                    lo, hi = h.prev_size(row), h.head(row)
                     note = ""
                     if r == 0:
                         note = f"  <- prev_size | size {hi & SIZE_BITS:#x} {c.flag_text}: {c.state}"

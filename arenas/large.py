@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 
+from . import fork
 from .chunk import CHUNK_HDR_SZ, IS_MMAPPED, MALLOC_ALIGNMENT, SIZE_BITS
 from .errors import HeapCorruption
 from .memory import Region, SystemBudget, page_align
@@ -21,7 +22,7 @@ from .memory import Region, SystemBudget, page_align
 __all__ = ["MmappedChunks"]
 
 
-class MmappedChunks:
+class MmappedChunks(fork.OneLock):
     """All chunks that have a mapping of their own, keyed by user address.
 
     A chunk's header is read only under ``lock``, and a mapping is unmapped
@@ -33,7 +34,6 @@ class MmappedChunks:
     __slots__ = (
         "budget",
         "chunks",
-        "lock",
         "max_mmapped_mem",
         "max_n_mmaps",
         "mmapped_mem",
@@ -151,8 +151,15 @@ class MmappedChunks:
             for mem, region in self.chunks.items():
                 self._chunk_size(region, mem)
 
-    def locks(self) -> list[threading.Lock]:
-        return [self.lock]
+    def usage(self) -> tuple[int, int, int, int]:
+        """``(chunks, bytes mapped, most bytes ever mapped, most chunks ever)``."""
+        with self.lock:
+            return len(self.chunks), self.mmapped_mem, self.max_mmapped_mem, self.max_n_mmaps
 
-    def reset_locks(self) -> None:
-        self.lock = threading.Lock()
+    def release_all(self) -> None:
+        """Unmap every chunk (the allocator is closing)."""
+        with self.lock:
+            regions = list(self.chunks.values())
+            self.chunks.clear()
+        for region in regions:
+            region.unmap()

@@ -235,7 +235,7 @@ def retry_deferred_unmaps() -> None:
         _deferred[:] = still
 
 
-class SystemBudget:
+class SystemBudget(fork.OneLock):
     """The total of bytes the allocator has taken from the system, against a cap.
 
     ``max_heap_bytes`` (0 = no cap) bounds heaps and large mappings together;
@@ -250,17 +250,17 @@ class SystemBudget:
     (lock order: arena lock, then budget lock; never the reverse).
     """
 
-    __slots__ = ("_lock", "cap", "max_used", "used")
+    __slots__ = ("cap", "max_used", "used")
 
     def __init__(self, cap: int = 0) -> None:
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
         self.cap = cap
         self.used = 0
         self.max_used = 0
 
     def take(self, n: int) -> bool:
         """Reserve ``n`` bytes; False if that would pass the cap."""
-        with self._lock:
+        with self.lock:
             if self.cap and self.used + n > self.cap:
                 return False
             self.used += n
@@ -268,17 +268,10 @@ class SystemBudget:
 
     def mapped(self) -> None:
         """What was reserved is mapped now: count it in the peak."""
-        with self._lock:
+        with self.lock:
             if self.used > self.max_used:
                 self.max_used = self.used
 
     def give(self, n: int) -> None:
-        with self._lock:
+        with self.lock:
             self.used -= n
-
-    def locks(self) -> list[threading.Lock]:
-        return [self._lock]
-
-    def reset_locks(self) -> None:
-        """Give a forked child a fresh, unheld lock."""
-        self._lock = threading.Lock()

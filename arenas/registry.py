@@ -34,8 +34,9 @@ from contextlib import contextmanager
 from readerwriterlock import rwlock
 
 from .arena import Arena
-from .errors import OutOfMemory
+from .errors import HeapCorruption, OutOfMemory
 from .fork import Lockable
+from .heap import HeapTable
 
 __all__ = ["ArenaRegistry"]
 
@@ -147,6 +148,26 @@ class ArenaRegistry:
         arena.attached_threads -= 1
         if arena.attached_threads == 0 and arena not in self.free_list:
             self.free_list.append(arena)
+
+    # ------------------------------------------------------------ check
+    def check(self, heap_table: HeapTable[Arena]) -> None:
+        """The ring, its free list and the table of aligned heaps agree (write lock held)."""
+        for arena, limit in zip(self.arenas, self.created_under, strict=True):
+            if arena.index >= limit:
+                raise HeapCorruption(f"arena {arena.index} was made beyond arena_max={limit}")
+            if arena.attached_threads < 0:
+                raise HeapCorruption(f"arena {arena.index} has negative attached threads")
+            if (arena.attached_threads == 0) != (arena in self.free_list):
+                raise HeapCorruption(f"arena {arena.index} free-list membership is wrong")
+            if arena.is_main and len(arena.heaps) != 1:
+                raise HeapCorruption("the main arena must own exactly its main heap")
+            if not arena.is_main and any(
+                heap_table.heaps.get(h.base) is not h for h in arena.heaps
+            ):
+                raise HeapCorruption(f"a heap of arena {arena.index} is missing from the table")
+        owned = sum(len(a.heaps) for a in self.arenas if not a.is_main)
+        if owned != len(heap_table.heaps):
+            raise HeapCorruption("the heap table holds heaps no arena owns")
 
     # ------------------------------------------------------------ fork
     def locks(self) -> list[Lockable]:

@@ -40,13 +40,13 @@ its own lock.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import Protocol
 
+from . import fork
 from .chunk import CHUNK_HDR_SZ
-
-if TYPE_CHECKING:
-    from .arena import Arena
-    from .heap import Heap
+from .errors import HeapCorruption
+from .memory import Region
 
 __all__ = [
     "CLASS_BLOCKS",
@@ -56,15 +56,14 @@ __all__ = [
     "CLASS_WINDOWS",
     "NCLASSES",
     "SLAB_MAX",
+    "ChunkLender",
     "Slab",
+    "SlabPool",
     "SlabTable",
     "blocks_for",
+    "check_blocks",
     "class_sizes",
-    "reclaim_orphans",
-    "release_spares",
-    "return_blocks",
     "slab_bytes_for",
-    "take_blocks",
     "window_for",
 ]
 
@@ -150,13 +149,29 @@ CLASS_OF: bytes = _class_of()
 
 
 class Slab:
-    """One slab: ``capacity`` blocks of ``size`` bytes from ``base``."""
+    """One slab: ``capacity`` blocks of ``size`` bytes from ``base``, in ``region``.
 
-    __slots__ = ("arena", "base", "bump", "capacity", "cls", "end", "free", "heap", "nfree", "size")
+    Blocks below ``bump`` have been handed out at least once; ``free`` lists
+    those of them that are free now, and ``nfree`` counts them and the
+    untouched ones beyond ``bump``.
+    """
 
-    def __init__(self, arena: Arena, heap: Heap, base: int, cls: int) -> None:
-        self.arena = arena
-        self.heap = heap
+    __slots__ = (
+        "base",
+        "bump",
+        "capacity",
+        "cls",
+        "end",
+        "free",
+        "nfree",
+        "pool",
+        "region",
+        "size",
+    )
+
+    def __init__(self, pool: SlabPool, region: Region, base: int, cls: int) -> None:
+        self.pool = pool
+        self.region = region
         self.base = base
         self.cls = cls
         self.size = size = CLASS_SIZES[cls]
@@ -172,7 +187,7 @@ class Slab:
         return first <= addr < self.end and (addr - first) % self.size == 0
 
 
-class SlabTable:
+class SlabTable(fork.OneLock):
     """Window addresses -> the slabs overlapping them: ``addr & -window``, then a range check.
 
     A slab of class ``cls`` is entered under every multiple of
@@ -185,7 +200,7 @@ class SlabTable:
     or new, and either holds every slab that had a live block when it looked.
     """
 
-    __slots__ = ("count", "lock", "slabs")
+    __slots__ = ("count", "slabs")
 
     def __init__(self) -> None:
         self.slabs: dict[int, tuple[Slab, ...]] = {}
@@ -212,11 +227,11 @@ class SlabTable:
                         slabs[key] = tuple(sorted((*found, slab), key=_base))
             self.count += len(new)
 
-    def locks(self) -> list[threading.Lock]:
-        return [self.lock]
-
-    def reset_locks(self) -> None:
-        self.lock = threading.Lock()
+    def clear(self) -> None:
+        """Forget every slab (the allocator is closing)."""
+        with self.lock:
+            self.slabs.clear()
+            self.count = 0
 
     def remove(self, slab: Slab) -> None:
         slabs = self.slabs
@@ -267,63 +282,247 @@ def _holder(found: tuple[Slab, ...], addr: int) -> Slab | None:
     return None
 
 
-# ====================================================================== take
-def _new_slabs(
-    arena: Arena, cls: int, count: int, table: SlabTable, top: bool, grow: bool
-) -> list[Slab]:
-    mems = arena.alloc_slab_chunks(CLASS_SLAB_BYTES[cls], count, top, grow)
-    if not mems:
-        return []
-    # One run of slabs may come from free chunks in several of the arena's heaps.
-    heap_of = arena.heap_of
-    new = [Slab(arena, heap_of(mem), mem - CHUNK_HDR_SZ, cls) for mem in mems]
-    slabs = arena.slabs
-    for slab in new:
-        slabs[slab.base] = slab
-    table.add(new)
-    return new
+# ===================================================================== pool
+class ChunkLender(Protocol):
+    """What a :class:`SlabPool` needs from its arena: chunks to cut slabs from.
 
-
-def take_blocks(
-    arena: Arena, cls: int, n: int, table: SlabTable, top: bool = True, grow: bool = True
-) -> list[int]:
-    """Up to ``n`` free blocks of class ``cls`` from this arena's slabs (new ones if needed).
-
-    Called with ``arena.lock`` held.  Returns fewer (possibly none) only when
-    the arena cannot make a new slab: new slabs come from free chunks, then
-    from the top chunk if ``top``, then from a grown heap if ``grow`` (see
-    :meth:`Arena.alloc_slab_chunks`).  The partial slabs are sorted once
-    per call, fullest first, so that emptier ones drain and go back; a scan
-    per slab taken would make a refill quadratic in the number of partial
-    slabs.
+    The arena lends a slab's chunk, records it as lent (so that ``free`` of
+    the chunk's address is refused), and takes it back when the slab is
+    wholly free.  Its ``lock`` guards the pool as well as the arena.
     """
-    out: list[int] = []
-    partial = arena.slab_partial[cls]
-    if partial:
-        spare = arena.slab_spare[cls]
-        order = (
-            sorted(partial.values(), key=_free_count)
-            if len(partial) > 1
-            else list(partial.values())
+
+    @property
+    def index(self) -> int: ...
+
+    @property
+    def lock(self) -> threading.Lock: ...
+
+    @property
+    def lent(self) -> dict[int, Region]: ...
+
+    @property
+    def in_use(self) -> dict[int, int]: ...
+
+    def lend_slab_chunks(self, length: int, count: int, top: bool, grow: bool) -> list[int]: ...
+
+    def take_back_slab_chunk(self, mem: int) -> None: ...
+
+
+class SlabPool:
+    """One arena's slabs, and the lists that make refills fast.
+
+    A slab is in exactly one of these states, and on these lists::
+
+        state     free blocks         partial[cls]   spare[cls]   slabs
+        full      0                   no             no           yes
+        partial   1 .. capacity - 1   yes            no           yes
+        spare     capacity            yes            yes          yes
+        gone      -                   no             no           no: its chunk is the arena's again
+
+    A slab whose last block comes back is gone at once, unless it stays as
+    its class's one spare (with no thread cache, a loop that allocates and
+    frees one block would otherwise carve and free a slab every time).  A
+    refill that takes from the spare makes it partial again.
+
+    Locking: everything here is guarded by the owning arena's lock
+    (:attr:`lock`); the :class:`SlabTable` has its own.
+    """
+
+    __slots__ = ("owner", "partial", "slabs", "spare", "table")
+
+    def __init__(self, owner: ChunkLender, table: SlabTable) -> None:
+        self.owner = owner
+        self.table = table
+        self.slabs: dict[int, Slab] = {}  # chunk address -> slab
+        # per class: the slabs with a free block (chunk address -> slab), and one spare
+        self.partial: list[dict[int, Slab]] = [{} for _ in range(NCLASSES)]
+        self.spare: list[Slab | None] = [None] * NCLASSES
+
+    @property
+    def lock(self) -> threading.Lock:
+        """The owning arena's lock (read each time: a forked child renews it)."""
+        return self.owner.lock
+
+    # ------------------------------------------------------------------ take
+    def take(self, cls: int, n: int, top: bool = True, grow: bool = True) -> list[int]:
+        """Up to ``n`` free blocks of class ``cls`` (new slabs if needed); lock held.
+
+        Returns fewer (possibly none) only when the arena cannot lend a new
+        slab's chunk: from free chunks, then from the top chunk if ``top``,
+        then from a grown heap if ``grow`` (:meth:`Arena.lend_slab_chunks`).
+        The partial slabs are sorted once per call, fullest first, so that
+        emptier ones drain and go back; a scan per slab taken would make a
+        refill quadratic in the number of partial slabs.
+        """
+        out: list[int] = []
+        partial = self.partial[cls]
+        if partial:
+            spare = self.spare[cls]
+            order = (
+                sorted(partial.values(), key=_free_count)
+                if len(partial) > 1
+                else list(partial.values())
+            )
+            for slab in order:
+                n -= _take(slab, n, out)
+                if slab.nfree == 0:
+                    del partial[slab.base]
+                if slab is spare:
+                    self.spare[cls] = None
+                if not n:
+                    return out
+        while n:
+            # All the slabs the rest needs, carved in one go, or as many as fit.
+            fresh = self._new_slabs(cls, -(-n // CLASS_BLOCKS[cls]), top, grow)
+            if not fresh:
+                break
+            for new in fresh:
+                n -= _take(new, n, out)
+                if new.nfree:
+                    partial[new.base] = new
+        return out
+
+    def _new_slabs(self, cls: int, count: int, top: bool, grow: bool) -> list[Slab]:
+        owner = self.owner
+        mems = owner.lend_slab_chunks(CLASS_SLAB_BYTES[cls], count, top, grow)
+        if not mems:
+            return []
+        # One run of slabs may come from free chunks in several of the arena's heaps.
+        lent = owner.lent
+        new = [Slab(self, lent[mem], mem - CHUNK_HDR_SZ, cls) for mem in mems]
+        slabs = self.slabs
+        for slab in new:
+            slabs[slab.base] = slab
+        self.table.add(new)
+        return new
+
+    # ---------------------------------------------------------------- return
+    def give_back(
+        self, cls: int, blocks: list[int], slabs: list[Slab], keep_spare: bool = False
+    ) -> None:
+        """Return ``blocks`` (class ``cls``) to ``slabs`` (the slab of each, all in this pool).
+
+        Lock held.  A slab that becomes wholly free goes back to the arena,
+        unless ``keep_spare`` asks to keep one such slab per class.
+        """
+        partial = self.partial[cls]
+        for addr, slab in zip(blocks, slabs, strict=True):
+            slab.free.append(addr)
+            slab.nfree += 1
+            if slab.nfree == 1:
+                partial[slab.base] = slab
+            if slab.nfree == slab.capacity:
+                spare = self.spare[cls]
+                if spare is None and keep_spare:
+                    self.spare[cls] = slab
+                elif spare is not slab:
+                    self._release(slab)
+
+    def release_spares(self) -> int:
+        """Give the wholly free spare slabs back as chunks (lock held).  Returns their bytes."""
+        released = 0
+        for cls, spare in enumerate(self.spare):
+            if spare is not None and spare.nfree == spare.capacity:
+                self.spare[cls] = None
+                released += CLASS_SLAB_BYTES[cls]
+                self._release(spare)
+        return released
+
+    def reclaim_orphans(self, held: set[int]) -> None:
+        """Every block of these slabs that is neither in ``held`` nor free goes back.
+
+        Only a forked child calls this: a thread that did not survive the fork
+        may have been carrying blocks between a slab and its cache (a refill, a
+        flush), and nothing can reach them now.  The only thread left is inside
+        ``os.fork``, not the allocator, so ``held`` (every live and cached block)
+        is exact.
+        """
+        for slab in list(self.slabs.values()):  # (a slab that empties goes back)
+            free = set(slab.free)
+            orphans = [
+                addr
+                for addr in range(slab.base + CHUNK_HDR_SZ, slab.bump, slab.size)
+                if addr not in held and addr not in free
+            ]
+            if orphans:
+                self.give_back(slab.cls, orphans, [slab] * len(orphans))
+
+    def _release(self, slab: Slab) -> None:
+        del self.partial[slab.cls][slab.base]
+        del self.slabs[slab.base]
+        self.table.remove(slab)
+        self.owner.take_back_slab_chunk(slab.base + CHUNK_HDR_SZ)
+
+    # ----------------------------------------------------------------- views
+    def usage(self) -> tuple[int, int, int]:
+        """``(slabs, bytes of their chunks, free blocks)``, lock held."""
+        slabs = self.slabs.values()
+        return (
+            len(self.slabs),
+            sum(CLASS_SLAB_BYTES[slab.cls] for slab in slabs),
+            sum(slab.nfree for slab in slabs),
         )
-        for slab in order:
-            n -= _take(slab, n, out)
-            if slab.nfree == 0:
-                del partial[slab.base]
-            if slab is spare:
-                arena.slab_spare[cls] = None
-            if not n:
-                return out
-    while n:
-        # All the slabs the rest needs, carved in one go, or as many as fit.
-        fresh = _new_slabs(arena, cls, -(-n // CLASS_BLOCKS[cls]), table, top, grow)
-        if not fresh:
-            break
-        for new in fresh:
-            n -= _take(new, n, out)
-            if new.nfree:
-                partial[new.base] = new
-    return out
+
+    def check(self) -> None:
+        """Every slab against the table, the arena's records and this pool's lists (lock held)."""
+        owner = self.owner
+        table = self.table.slabs
+        lent = owner.lent
+        for base, slab in self.slabs.items():
+            where = f"slab {base:#x} (class {slab.size}) of arena {owner.index}"
+            if slab.pool is not self or any(
+                slab not in table.get(key, ()) for key in SlabTable.windows(slab)
+            ):
+                raise HeapCorruption(f"{where} is missing from the slab table")
+            if lent.get(base + CHUNK_HDR_SZ) is not slab.region:
+                raise HeapCorruption(f"{where} is not a chunk its arena lent in that region")
+            if owner.in_use.get(base + CHUNK_HDR_SZ) != CLASS_SLAB_BYTES[slab.cls]:
+                raise HeapCorruption(f"{where} is not an in-use chunk of its class's length")
+            untouched = (slab.end - slab.bump) // slab.size
+            if slab.nfree != len(slab.free) + untouched or len(set(slab.free)) != len(slab.free):
+                raise HeapCorruption(f"{where}: free count disagrees with its free list")
+            if any(not slab.is_block(b) or b >= slab.bump for b in slab.free):
+                raise HeapCorruption(f"{where}: free list holds a non-block")
+            if (slab.nfree > 0) != (base in self.partial[slab.cls]):
+                raise HeapCorruption(f"{where}: partial-list membership is wrong")
+        if len(lent) != len(self.slabs):
+            raise HeapCorruption(f"arena {owner.index} lent chunks to slabs it no longer has")
+        for cls, partial in enumerate(self.partial):
+            for base, slab in partial.items():
+                if self.slabs.get(base) is not slab or slab.cls != cls:
+                    raise HeapCorruption(f"arena {owner.index}: stale slab {base:#x} in a list")
+
+
+def check_blocks(held: Iterable[tuple[int, int, str]], pools: list[SlabPool]) -> None:
+    """Every slab block is held (live or cached, as ``held`` lists them) or free in its slab:
+    exactly one of them.  Each pool is read under its lock; the holders must be idle."""
+    count: dict[Slab, int] = {}
+    seen: set[int] = set()
+    table = pools[0].table if pools else None
+    for addr, cls, what in held:
+        slab = table.slab_of(addr, cls) if table is not None else None
+        if slab is None or not slab.is_block(addr) or addr >= slab.bump:
+            raise HeapCorruption(f"{what} block {addr:#x} is not a block of any slab")
+        if addr in seen:
+            raise HeapCorruption(f"block {addr:#x} is {what} and also elsewhere")
+        seen.add(addr)
+        count[slab] = count.get(slab, 0) + 1
+    owned = 0
+    for pool in pools:
+        with pool.lock:
+            owned += len(pool.slabs)
+            for slab in pool.slabs.values():
+                if not seen.isdisjoint(slab.free):
+                    raise HeapCorruption(f"slab {slab.base:#x} has a block free and also in use")
+                if count.get(slab, 0) + slab.nfree != slab.capacity:
+                    raise HeapCorruption(
+                        f"slab {slab.base:#x}: {count.get(slab, 0)} held + {slab.nfree} free"
+                        f" != {slab.capacity} blocks"
+                    )
+    if table is not None:
+        entered = {slab for found in table.slabs.values() for slab in found}
+        if table.count != owned or len(entered) != owned:
+            raise HeapCorruption("the slab table holds slabs no arena owns")
 
 
 def _take(slab: Slab, n: int, out: list[int]) -> int:
@@ -356,76 +555,6 @@ def _free_count(slab: Slab) -> int:
 
 def _base(slab: Slab) -> int:
     return slab.base
-
-
-# ==================================================================== return
-def return_blocks(
-    arena: Arena,
-    cls: int,
-    blocks: list[int],
-    slabs: list[Slab],
-    table: SlabTable,
-    keep_spare: bool = False,
-) -> None:
-    """Give ``blocks`` (all of class ``cls``) back to ``slabs`` (the slab of each, in this arena).
-
-    Called with ``arena.lock`` held.  A slab that becomes wholly free goes back
-    to the arena, unless ``keep_spare`` asks to keep one such slab per class:
-    with no thread cache, a loop that allocates and frees one block would
-    otherwise carve and free a slab every time.
-    """
-    partial = arena.slab_partial[cls]
-    for addr, slab in zip(blocks, slabs, strict=True):
-        slab.free.append(addr)
-        slab.nfree += 1
-        if slab.nfree == 1:
-            partial[slab.base] = slab
-        if slab.nfree == slab.capacity:
-            spare = arena.slab_spare[cls]
-            if spare is None and keep_spare:
-                arena.slab_spare[cls] = slab
-            elif spare is not slab:
-                _release_slab(arena, slab, table)
-
-
-def release_spares(arena: Arena, table: SlabTable) -> int:
-    """Give the arena's wholly free spare slabs back as chunks.  Returns their bytes."""
-    released = 0
-    for cls, spare in enumerate(arena.slab_spare):
-        if spare is not None and spare.nfree == spare.capacity:
-            arena.slab_spare[cls] = None
-            released += CLASS_SLAB_BYTES[cls]
-            _release_slab(arena, spare, table)
-    return released
-
-
-def reclaim_orphans(arena: Arena, held: set[int]) -> None:
-    """Every block of the arena's slabs that is neither in ``held`` nor free goes back.
-
-    Only a forked child calls this: a thread that did not survive the fork
-    may have been carrying blocks between a slab and its cache (a refill, a
-    flush), and nothing can reach them now.  The only thread left is inside
-    ``os.fork``, not the allocator, so ``held`` (every live and cached block)
-    is exact.
-    """
-    for slab in arena.slabs.values():
-        free = set(slab.free)
-        orphans = [
-            addr
-            for addr in range(slab.base + CHUNK_HDR_SZ, slab.bump, slab.size)
-            if addr not in held and addr not in free
-        ]
-        if orphans:
-            slab.free += orphans
-            slab.nfree += len(orphans)
-            arena.slab_partial[slab.cls][slab.base] = slab
-
-
-def _release_slab(arena: Arena, slab: Slab, table: SlabTable) -> None:
-    del arena.slab_partial[slab.cls][slab.base]
-    del arena.slabs[slab.base]
-    table.remove(slab)
-    arena.release_internal(slab.heap, slab.base + CHUNK_HDR_SZ)
 
 
 # ================================================================ the table

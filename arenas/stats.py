@@ -10,11 +10,13 @@ Locking: snapshots are plain frozen dataclasses and need no lock.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from xml.sax.saxutils import quoteattr
 
-__all__ = ["ArenaStats", "Stats", "format_malloc_info", "format_malloc_stats"]
+from .slab import CLASS_SIZES
+
+__all__ = ["ArenaStats", "Stats", "collect", "format_malloc_info", "format_malloc_stats"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,54 @@ class Stats:
     def in_use_bytes(self) -> int:
         """Every byte handed out (chunk sizes): heap chunks plus mmapped chunks."""
         return self.uordblks + self.hblkhd
+
+
+def collect(
+    per: Sequence[ArenaStats],
+    slabs: Sequence[tuple[int, int, int]],
+    cached: Iterable[Sequence[Sequence[int]]],
+    live: Mapping[int, int],
+    mapped: tuple[int, int, int, int],
+    max_system_bytes: int,
+) -> Stats:
+    """One snapshot from its parts, each taken by its owner under its own lock.
+
+    ``per``: each arena's figures; ``slabs``: each arena's ``(slabs, bytes, free
+    blocks)``; ``cached``: each thread's bins of cached blocks; ``live``: live
+    slab block -> class; ``mapped``: the mappings' ``(chunks, bytes, most bytes,
+    most chunks)``.
+    """
+    tcache_blocks = tcache_bytes = 0
+    for bins in cached:
+        for cls, blocks in enumerate(bins):
+            tcache_blocks += len(blocks)
+            tcache_bytes += len(blocks) * CLASS_SIZES[cls]
+    hblks, hblkhd, max_mm, max_n = mapped
+    system = sum(a.system_bytes for a in per)
+    used = sum(a.in_use_bytes for a in per)
+    return Stats(
+        arena=system,
+        ordblks=sum(a.free_chunks for a in per),
+        smblks=0,
+        hblks=hblks,
+        hblkhd=hblkhd,
+        usmblks=0,
+        fsmblks=0,
+        uordblks=used,
+        fordblks=system - used,
+        keepcost=per[0].top_bytes if per else 0,
+        arenas=tuple(per),
+        max_mmapped_bytes=max_mm,
+        max_mmapped_chunks=max_n,
+        max_system_bytes=max_system_bytes,
+        slabs=sum(s[0] for s in slabs),
+        slab_bytes=sum(s[1] for s in slabs),
+        slab_blocks_live=len(live),
+        slab_live_bytes=sum(CLASS_SIZES[c] for c in live.values()),
+        slab_blocks_free=sum(s[2] for s in slabs),
+        tcache_blocks=tcache_blocks,
+        tcache_bytes=tcache_bytes,
+    )
 
 
 # ===================================================================== reports

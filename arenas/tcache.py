@@ -69,24 +69,15 @@ import itertools
 import os
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import FunctionType
 from typing import Any, NamedTuple, cast
 
 from .arena import Arena
 from .chunk import checked_address
-from .errors import CLOSED, AllocatorError
+from .errors import CLOSED, AllocatorError, HeapCorruption
 from .registry import ArenaRegistry
-from .slab import (
-    CLASS_OF,
-    CLASS_SIZES,
-    NCLASSES,
-    Slab,
-    SlabTable,
-    reclaim_orphans,
-    return_blocks,
-    take_blocks,
-)
+from .slab import CLASS_OF, CLASS_SIZES, NCLASSES, Slab, SlabPool, SlabTable
 from .tunables import Params
 
 __all__ = ["HotPath", "ThreadCache", "ThreadCaches", "free", "malloc"]
@@ -475,7 +466,7 @@ class ThreadCaches:
         arena = cache.arena
         main = self.registry.main
         with arena.lock:
-            blocks = take_blocks(arena, cls, want, self.table, grow=arena is main)
+            blocks = arena.slab_pool.take(cls, want, grow=arena is main)
         if not blocks and arena is not main:
             blocks = self._refill_elsewhere(arena, main, cls, want)
         return blocks
@@ -491,19 +482,18 @@ class ThreadCaches:
         own arenas while there is no freed memory to reuse.  Then the arena
         grows; then the main arena grows (glibc's ``arena_get_retry``).
         """
-        table = self.table
         blocks: list[int] = []
         if main.lock.acquire(blocking=False):
             try:
-                blocks = take_blocks(main, cls, want, table, top=False, grow=False)
+                blocks = main.slab_pool.take(cls, want, top=False, grow=False)
             finally:
                 main.lock.release()
         if not blocks:
             with arena.lock:
-                blocks = take_blocks(arena, cls, want, table)
+                blocks = arena.slab_pool.take(cls, want)
         if not blocks:
             with main.lock:
-                blocks = take_blocks(main, cls, want, table)
+                blocks = main.slab_pool.take(cls, want)
         return blocks
 
     # ------------------------------------------------------------------- free
@@ -531,25 +521,24 @@ class ThreadCaches:
 
     def return_blocks(self, cls: int, blocks: list[int]) -> None:
         """Give blocks back to their slabs, each under its own arena's lock."""
-        table = self.table
-        owners = table.owners(blocks, cls)
+        owners = self.table.owners(blocks, cls)
         keep_spare = self.counts[cls] == 0
-        arena = owners[0].arena
+        pool = owners[0].pool
         for slab in owners:
-            if slab.arena is not arena:
+            if slab.pool is not pool:
                 break
         else:  # the usual case: one arena, one lock
-            with arena.lock:
-                return_blocks(arena, cls, blocks, owners, table, keep_spare)
+            with pool.lock:
+                pool.give_back(cls, blocks, owners, keep_spare)
             return
-        by_arena: dict[Arena, tuple[list[int], list[Slab]]] = {}
+        by_pool: dict[SlabPool, tuple[list[int], list[Slab]]] = {}
         for addr, slab in zip(blocks, owners, strict=True):
-            mine, theirs = by_arena.setdefault(slab.arena, ([], []))
+            mine, theirs = by_pool.setdefault(slab.pool, ([], []))
             mine.append(addr)
             theirs.append(slab)
-        for arena, (mine, theirs) in by_arena.items():
-            with arena.lock:
-                return_blocks(arena, cls, mine, theirs, table, keep_spare)
+        for pool, (mine, theirs) in by_pool.items():
+            with pool.lock:
+                pool.give_back(cls, mine, theirs, keep_spare)
 
     def _flush_bins(self, bins: list[list[int]]) -> None:
         for cls, cached in enumerate(bins):
@@ -621,6 +610,20 @@ class ThreadCaches:
         """Each attached thread's bins, by token (copies; registry lock held)."""
         return {token: [list(c) for c in held.bins] for token, held in self.threads.items()}
 
+    def held_blocks(self) -> Iterator[tuple[int, int, str]]:
+        """``(block, class, "live" or "cached")`` for every block a thread holds: what
+        :func:`arenas.slab.check_blocks` checks the slabs against (threads idle)."""
+        live_tables = self.live_tables
+        if len({id(t) for t in live_tables}) != len(live_tables):
+            raise HeapCorruption("a thread's live table is listed twice")
+        for table in live_tables:
+            for addr, cls in table.copy().items():
+                yield addr, cls, "live"
+        for bins in self.cached_blocks().values():
+            for cls, cached in enumerate(bins):
+                for addr in cached:
+                    yield addr, cls, "cached"
+
     def current_bins(self) -> list[list[int]] | None:
         """The calling thread's bins (a copy), or None if it is not attached."""
         cache: ThreadCache | None = getattr(self.tls, "cache", None)
@@ -646,9 +649,6 @@ class ThreadCaches:
 
     def _reclaim_orphans(self) -> None:
         """Blocks that no thread holds any more go back to their slabs (a forked child)."""
-        held = set(self.live_blocks())
-        for bins in self.cached_blocks().values():
-            for cached in bins:
-                held.update(cached)
+        held = {addr for addr, _, _ in self.held_blocks()}
         for arena in self.registry.arenas:
-            reclaim_orphans(arena, held)
+            arena.slab_pool.reclaim_orphans(held)

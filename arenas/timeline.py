@@ -33,7 +33,7 @@ from typing import Any
 from .allocator import Allocator
 from .arena import Arena
 from .heap import Heap
-from .inspect import _heap_chunks
+from .inspect import heap_chunks
 
 __all__ = ["STATES", "Timeline", "from_trace"]
 
@@ -42,7 +42,7 @@ _CODE = {name: i for i, name in enumerate(STATES)}
 
 
 def _heap_strip(
-    arena: Arena, heap: Heap, owners: dict[int, int], resolution: int
+    arena: Arena, heap: Heap[Arena], owners: dict[int, int], resolution: int
 ) -> dict[str, Any]:
     """One heap as run-length encoded cells: [[cells, state, owner], ...]."""
     extent = max(heap.size, 1)
@@ -62,7 +62,7 @@ def _heap_strip(
 
     if heap.start != heap.base:
         paint(0, heap.start - heap.base, _CODE["heap_info"], -1)
-    for c in _heap_chunks(arena, heap):
+    for c in heap_chunks(arena, heap):
         owner = owners.get(c.addr + 16, -1) if c.state == "in use" else -1
         paint(c.addr - heap.base, c.size, _CODE.get(c.state, 0), owner)
     for i, w in enumerate(weights):
@@ -96,10 +96,7 @@ class Timeline:
 
     def capture(self, label: str = "") -> None:
         """Record one frame of every arena now."""
-        registry = self.alloc._registry
-        with registry.reading():
-            self.alloc._require_open()
-            arenas = list(registry.arenas)
+        arenas = self.alloc.arena_list()
         frame_arenas = []
         for a in arenas:
             with a.lock:

@@ -22,7 +22,6 @@ from arenas.slab import (
     CLASS_WINDOWS,
     NCLASSES,
     SLAB_MAX,
-    take_blocks,
 )
 
 
@@ -205,7 +204,7 @@ def test_cross_thread_frees_end_up_back_in_their_slab() -> None:
         run_thread(consumer)  # its cache is flushed home when it exits
         st = alloc.stats()
         assert st.tcache_blocks == cached_before and st.slab_blocks_live == 0
-        for slab in owning.slabs.values():  # whatever is left is wholly free
+        for slab in owning.slab_pool.slabs.values():  # whatever is left is wholly free
             assert slab.nfree == slab.capacity
         alloc.check()
 
@@ -372,21 +371,21 @@ def test_slab_chunks_fill_a_hole_then_come_from_the_top_in_one_go() -> None:
         arena = alloc._registry.main
         length = 1040
         with arena.lock:
-            first = arena.alloc_slab_chunks(length, 3)
+            first = arena.lend_slab_chunks(length, 3)
             assert [b - a for a, b in itertools.pairwise(first)] == [length, length]
-            fence = arena.alloc_slab_chunks(length, 1)  # keeps the hole off the top
+            fence = arena.lend_slab_chunks(length, 1)  # keeps the hole off the top
             for mem in first[:2]:  # a hole of two slabs, and one slab still in use
-                arena.release_internal(arena.heap, mem)
+                arena.take_back_slab_chunk(mem)
             top_before = arena.top
-            again = arena.alloc_slab_chunks(length, 4)
+            again = arena.lend_slab_chunks(length, 4)
             assert again[:2] == first[:2]  # the hole gives both slabs it holds
             assert again[2] == top_before + 16  # the rest, cut from the top
             assert again[3] == again[2] + length
             # with neither the top nor growth allowed, only freed memory serves
-            arena.release_internal(arena.heap, again[0])
-            assert arena.alloc_slab_chunks(length, 2, top=False, grow=False) == [again[0]]
+            arena.take_back_slab_chunk(again[0])
+            assert arena.lend_slab_chunks(length, 2, top=False, grow=False) == [again[0]]
             for mem in [*again, *fence, first[2]]:
-                arena.release_internal(arena.heap, mem)
+                arena.take_back_slab_chunk(mem)
         alloc.check()
 
 
@@ -414,12 +413,12 @@ def test_slabs_carved_in_one_go_from_holes_in_two_heaps_know_their_own_heap() ->
             for hole in holes:
                 alloc.free(hole)
             with arena.lock:
-                blocks = take_blocks(arena, cls, 2 * CLASS_BLOCKS[cls], alloc._slab_table)
+                blocks = arena.slab_pool.take(cls, 2 * CLASS_BLOCKS[cls])
             alloc.check(quiet=False)  # (the blocks are neither live nor cached yet)
             slabs = {alloc._slab_table.owners([b], cls)[0] for b in blocks}
             assert {arena.heap_of(slab.base) for slab in slabs} == {first_heap, arena.heap}
             for slab in slabs:
-                assert slab.heap is arena.heap_of(slab.base)
+                assert slab.region is arena.heap_of(slab.base).region
             cache = alloc.caches.current()
             for addr in blocks:  # handed out, as a refill does
                 alloc.caches.unclaim(cache, addr, cls)
@@ -440,14 +439,14 @@ def test_slab_chunks_take_what_fits_under_a_cap() -> None:
         taken: list[int] = []
         with arena.lock:
             while True:
-                got = arena.alloc_slab_chunks(1040, 10**6)
+                got = arena.lend_slab_chunks(1040, 10**6)
                 if not got:
                     break
                 taken += got
             assert 0 < len(taken) * 1040 <= cap
             assert arena.system_mem <= cap
             for mem in taken:
-                arena.release_internal(arena.heap, mem)
+                arena.take_back_slab_chunk(mem)
         alloc.check()
 
 
@@ -475,7 +474,7 @@ def test_a_released_slab_is_reused_by_another_class() -> None:
         alloc.malloc(16)  # a slab after it, so that it does not merge into the top
         alloc.free(big)
         assert alloc.trim() >= 0  # gives the spare slab back as a free chunk
-        assert old.base not in alloc._registry.main.slabs
+        assert old.base not in alloc._registry.main.slab_pool.slabs
         small = alloc.malloc(512)  # a smaller slab fits where the big one was
         assert table.owners([small], CLASS_OF[512])[0].base == old.base
         alloc.free(fence)
