@@ -56,20 +56,20 @@ from .debug import Debugger, Leak
 from .errors import (
     CLOSED,
     AllocatorError,
-    DoubleFree,
     InvalidPointer,
     OutOfMemory,
     for_call,
 )
 from .fork import Lockable
 from .heap import Heap, HeapTable
+from .hotpath import HotPath
 from .large import MmappedChunks
 from .memory import BufferRegion, Region, SystemBudget, retry_deferred_unmaps
 from .registry import ArenaRegistry
 from .slab import CLASS_SIZES, SLAB_MAX, SlabTable, check_blocks
 from .stats import Stats, collect, format_malloc_info, format_malloc_stats
-from .tcache import HotPath, ThreadCache, ThreadCaches, cache_counts
-from .tunables import DEFAULT_MMAP_THRESHOLD_MAX, Params, mallopt_name, validate
+from .tcache import ThreadCache, ThreadCaches, cache_counts
+from .tunables import Params, mallopt_name, validate
 
 __all__ = ["Allocator", "Block"]
 
@@ -95,7 +95,7 @@ class Allocator:
     ``check()``, and ``report_leaks()`` lists the live blocks.
 
     ``malloc`` and ``free`` are the thread cache's hit path
-    (:class:`arenas.tcache.HotPath`), bound to this allocator when it is made
+    (:class:`arenas.hotpath.HotPath`), bound to this allocator when it is made
     and never rebound: a reference taken at any time sees every later change.
     """
 
@@ -123,17 +123,13 @@ class Allocator:
         self._main_region = main_region
         self._on_oom = on_oom
         self._budget = SystemBudget(mp.max_heap_bytes)
-        self._heap_table: HeapTable[Arena] = HeapTable()
-        self._heaps = self._heap_table.heaps
-        self._heap_mask = ~(mp.heap_max_size - 1)
+        self._heap_table: HeapTable[Arena] = HeapTable(mp.heap_max_size)
+        self._heap_of = self._heap_table.heap_for_ptr
         self._mmapped = MmappedChunks(self._budget)
         self._slab_table = SlabTable()
         self._registry = ArenaRegistry(
             self._new_arena, mp.arena_limit(), prefer_main=main_region is not None
         )
-        main_heap = self._registry.main.heap
-        self._main_lo = main_heap.base
-        self._main_hi = main_heap.base + main_heap.max_size
         self._closed = False
         self._caches = ThreadCaches(
             self._registry,
@@ -226,23 +222,27 @@ class Allocator:
             _memset(addr, perturb ^ 0xFF, self._locate(addr, "malloc")[1])
         return addr
 
-    def _malloc_chunk(self, size: Any) -> int:
-        """glibc's malloc proper: a chunk from the arena, or a mapping of its own."""
+    def _malloc_chunk(self, size: Any, alignment: int = 0) -> int:
+        """glibc's malloc proper: a chunk from the arena, or a mapping of its own.
+
+        With an ``alignment`` (a power of two above ``MALLOC_ALIGNMENT``), glibc's
+        ``_mid_memalign``: the same, aligned.
+        """
         if size.__class__ is not int or size < 0 or size > MAX_REQUEST:
             size = self._size(size)
         cache = self._caches.current()
         nb = request2size(size)
         mp = self._mp
-        if nb >= mp.mmap_threshold:
-            mem = self._mmapped.alloc(nb, MALLOC_ALIGNMENT, mp.mmap_max)
+        if nb + alignment >= mp.mmap_threshold:
+            mem = self._mmapped.alloc(nb, alignment or MALLOC_ALIGNMENT, mp.mmap_max)
             if mem:
                 return mem
         arena = cache.arena
         with arena.lock:
-            mem = arena._int_malloc(nb)
+            mem = arena._int_memalign(alignment, nb) if alignment else arena._int_malloc(nb)
         if mem:
             return mem
-        return self._arena_get_retry(cache, nb, 0, size)
+        return self._arena_get_retry(cache, nb, alignment, size)
 
     def _arena_get_retry(self, cache: ThreadCache, nb: int, alignment: int, size: int) -> int:
         """glibc's ``arena_get_retry``: the main arena, or from it another one."""
@@ -297,18 +297,7 @@ class Allocator:
             return self._malloc(size)
         if size > MAX_REQUEST - alignment - 64:
             raise self._oom(size, f"cannot allocate {size} bytes aligned to {alignment}")
-        cache = self._caches.current()
-        nb = request2size(size)
-        if nb + alignment >= self._mp.mmap_threshold:
-            mem = self._mmapped.alloc(nb, alignment, self._mp.mmap_max)
-            if mem:
-                return mem
-        arena = cache.arena
-        with arena.lock:
-            mem = arena._int_memalign(alignment, nb)
-        if mem:
-            return mem
-        return self._arena_get_retry(cache, nb, alignment, size)
+        return self._malloc_chunk(size, alignment)
 
     def strdup(self, data: bytes | bytearray | memoryview) -> int:
         """A NUL-terminated copy of ``data`` (any bytes-like object)."""
@@ -336,30 +325,12 @@ class Allocator:
                 with arena.lock:
                     arena._int_free(heap, addr)
             except InvalidPointer as exc:
-                raise self._diagnose_slab(addr) or exc from None
+                raise self._caches.diagnose(addr) or exc from None
             return
         size = self._mmapped.free(addr)
         if size is None:
             raise self._foreign(addr)
-        mp = self._mp
-        # glibc's dynamic threshold: a freed mapping raises the bar for the next
-        # one.  (Two racing frees may both write it: either value is a valid one.)
-        if not mp.no_dyn_threshold and mp.mmap_threshold < size <= DEFAULT_MMAP_THRESHOLD_MAX:
-            mp.mmap_threshold = size
-            mp.trim_threshold = 2 * size
-
-    def _diagnose_slab(self, addr: int) -> InvalidPointer | None:
-        """If ``addr`` points into a slab, say exactly what is wrong with it."""
-        slab = self._slab_table.find(addr)
-        if slab is None:
-            return None
-        if not slab.is_block(addr):
-            return InvalidPointer(
-                f"free(): invalid pointer {addr:#x}: inside a {slab.size}-byte slab block"
-            )
-        if self._caches.in_a_bin(addr, slab.cls):
-            return DoubleFree(f"free(): double free detected in tcache: {addr:#x}")
-        return DoubleFree(f"free(): double free detected: slab block {addr:#x} is already free")
+        self._mp.mapping_freed(size)
 
     def _foreign(self, addr: int) -> AllocatorError:
         if self._closed:
@@ -399,14 +370,13 @@ class Allocator:
         if size <= usable:  # a slab block keeps its class when it shrinks
             caches.unclaim(cache, addr, cls)
             return addr
-        try:
-            new = self._malloc(size)
-        except BaseException:
-            caches.unclaim(cache, addr, cls)
-            raise
-        _memmove(new, addr, usable)
-        caches.free_popped(cache, addr, cls)
-        return new
+        return self._move(
+            addr,
+            min(usable, size),
+            size,
+            keep=lambda: caches.unclaim(cache, addr, cls),
+            release=lambda: caches.free_popped(cache, addr, cls),
+        )
 
     def _realloc_chunk(self, heap: Heap[Arena], addr: int, size: int) -> int:
         nb = request2size(size)
@@ -415,7 +385,7 @@ class Allocator:
             with arena.lock:
                 new = arena._int_realloc(heap, addr, nb, nb < self._mp.mmap_threshold)
         except InvalidPointer as exc:
-            raise for_call(self._diagnose_slab(addr) or exc, "realloc", addr) from None
+            raise for_call(self._caches.diagnose(addr) or exc, "realloc", addr) from None
         if new:
             return new
         # It has to move out of this arena: to a mapping, or to another arena.
@@ -441,24 +411,35 @@ class Allocator:
         if usable + CHUNK_HDR_SZ >= nb and usable < 2 * nb:
             mapped.restore(addr, region)  # it fits, without wasting half of it
             return addr
+        return self._move(
+            addr,
+            min(usable, size),
+            size,
+            keep=lambda: mapped.restore(addr, region),
+            release=lambda: mapped.release(region),
+        )
+
+    def _move(
+        self,
+        addr: int,
+        length: int,
+        size: int,
+        keep: Callable[[], None],
+        release: Callable[[], None],
+    ) -> int:
+        """Move a claimed block (ours alone): a new block of ``size`` bytes gets its first
+        ``length`` bytes, then ``release`` frees the old one; if no new block can be
+        had, ``keep`` puts the old one back as it was."""
         try:
             new = self._malloc(size)
         except BaseException:
-            mapped.restore(addr, region)
+            keep()
             raise
-        _memmove(new, addr, min(usable, size))
-        mapped.release(region)
+        _memmove(new, addr, length)
+        release()
         return new
 
     # ============================================================ inspection
-    def _heap_of(self, addr: int) -> Heap[Arena] | None:
-        """The heap an address falls in: an aligned heap by mask, else the main heap by
-        range; None for addresses in no heap (mapped chunks, foreign memory)."""
-        heap = self._heaps.get(addr & self._heap_mask)
-        if heap is None and self._main_lo <= addr < self._main_hi:
-            heap = self._registry.main.heap
-        return heap
-
     def _locate(self, addr: int, op: str) -> tuple[Region, int]:
         """The region holding the live block ``addr`` and its usable size; errors name ``op``."""
         if addr.__class__ is not int:
@@ -471,7 +452,7 @@ class Allocator:
         if heap is not None:
             size = heap.arena.in_use.get(addr)
             if size is None or addr in heap.arena.lent:
-                bad = self._diagnose_slab(addr) or heap.arena.diagnose_bad_pointer(addr)
+                bad = self._caches.diagnose(addr) or heap.arena.diagnose_bad_pointer(addr)
                 raise for_call(bad, op, addr)
             return heap.region, size - SIZE_SZ
         found = self._mmapped.lookup(addr)
@@ -627,12 +608,8 @@ class Allocator:
         mp = self._mp
         with self._registry.writing():
             self._require_open()
-            setattr(mp, name, value)
-            if name in ("mmap_threshold", "trim_threshold"):
-                mp.no_dyn_threshold = True
-            elif name == "arena_max":
-                mp.arena_max_set = True
-            elif name == "max_heap_bytes":
+            mp.set(name, value)
+            if name == "max_heap_bytes":
                 self._budget.cap = value
             self._registry.arena_max = mp.arena_limit()
         if name in ("tcache_count", "tcache_max_bytes"):
@@ -675,17 +652,12 @@ class Allocator:
             arenas = list(self._registry.arenas)
         if self._debugger is not None:
             self._debugger.close()
+        self._heap_table.main = None  # (a racing free then finds no heap)
         for arena in arenas:
             with arena.lock:
-                for heap in arena.heaps:
-                    if not arena.is_main:
-                        self._heap_table.remove(heap)
-                    heap.release()
-                arena.heaps.clear()
-                arena.in_use.clear()
+                arena.release_heaps()
         self._mmapped.release_all()
         self._slab_table.clear()
-        self._main_hi = self._main_lo
         retry_deferred_unmaps()
 
     def __enter__(self) -> Allocator:

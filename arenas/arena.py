@@ -113,6 +113,7 @@ class Arena:
         if self.is_main:
             region = main_region or Region(page_align(mp.main_heap_size))
             heap = Heap(self, region, budget, aligned=False)
+            heap_table.main = heap
         else:
             new = Heap.new_aligned(
                 self, HEAP_INFO_SIZE + MINSIZE + mp.top_pad, mp.heap_max_size, budget, None
@@ -133,7 +134,7 @@ class Arena:
         """The heap holding ``chunk`` (which must be one of this arena's)."""
         if self.is_main:
             return self.heap
-        return self.heap_table.heaps[chunk & ~(self.mp.heap_max_size - 1)]
+        return self.heap_table.heaps[chunk & self.heap_table.mask]
 
     def _account(self, diff: int) -> None:
         self.system_mem += diff
@@ -695,6 +696,16 @@ class Arena:
             self._free_chunk(heap, end, tail)
         else:
             w[((end - base) >> 3) + 1] |= PREV_INUSE
+
+    def release_heaps(self) -> None:
+        """Unmap every heap: the allocator is closing, and no block of this arena lives on."""
+        for heap in self.heaps:
+            if not self.is_main:
+                self.heap_table.remove(heap)
+            heap.release()
+        self.heaps.clear()
+        self.in_use.clear()
+        self.lent.clear()
 
     # ================================================================= views
     def walk(self, heap: Heap[Arena]) -> Iterator[tuple[int, int, str]]:

@@ -7,7 +7,7 @@ installed with :func:`set_mem_functions` (libevent's
 ``event_set_mem_functions``).
 
 ``malloc`` and ``free`` are one more copy of the thread cache's hit path
-(:class:`arenas.tcache.HotPath`), pointed at the default allocator's thread
+(:class:`arenas.hotpath.HotPath`), pointed at the default allocator's thread
 caches: a hit costs exactly what ``Allocator.malloc`` costs.  They are made
 once and never rebound, so ``from arenas import malloc`` taken before the
 first call is the very object ``arenas.malloc`` is after it, at the same
@@ -58,8 +58,8 @@ from . import fork
 from .allocator import Allocator
 from .chunk import calloc_request, checked_address, checked_request, checked_strdup
 from .errors import InvalidPointer
+from .hotpath import HotPath
 from .stats import Stats
-from .tcache import HotPath
 from .tunables import parse_tunables
 
 __all__ = [

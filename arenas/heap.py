@@ -201,19 +201,33 @@ class Heap(Generic[OwnerT]):
 
 
 class HeapTable(Generic[OwnerT], fork.OneLock):
-    """Aligned heap bases -> heaps, for every non-main arena of one allocator.
+    """Every heap of one allocator: aligned heap bases -> heaps, and the main heap.
 
-    Reads are lock-free: one ``dict.get``, atomic under the GIL and, on
-    free-threaded builds, done under the dict's own per-object lock.
-    ``add`` and ``remove`` take ``lock``.  This is what makes ``heap_for_ptr`` an O(1)
-    answer to "which arena owns this address?" from any thread.
+    Reads are lock-free: one ``dict.get`` (atomic under the GIL and, on
+    free-threaded builds, done under the dict's own per-object lock) and one
+    attribute load.  ``add`` and ``remove`` take ``lock``; ``main`` is written
+    once when the main arena is made, and cleared when the allocator closes.
+    This is what makes :meth:`heap_for_ptr` an O(1) answer to "which arena
+    owns this address?" from any thread.
     """
 
-    __slots__ = ("heaps",)
+    __slots__ = ("heaps", "main", "mask")
 
-    def __init__(self) -> None:
+    def __init__(self, heap_max_size: int) -> None:
         self.heaps: dict[int, Heap[OwnerT]] = {}
+        self.main: Heap[OwnerT] | None = None
+        self.mask = ~(heap_max_size - 1)
         self.lock = threading.Lock()
+
+    def heap_for_ptr(self, addr: int) -> Heap[OwnerT] | None:
+        """The heap holding ``addr``: an aligned heap by masking (glibc's ``heap_for_ptr``),
+        else the main heap by range; None in no heap (a mapped chunk, foreign memory)."""
+        heap = self.heaps.get(addr & self.mask)
+        if heap is None:
+            main = self.main
+            if main is not None and main.base <= addr < main.base + main.max_size:
+                return main
+        return heap
 
     def add(self, heap: Heap[OwnerT]) -> None:
         with self.lock:

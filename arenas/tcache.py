@@ -35,20 +35,8 @@ one gets it, and the other is told it is a double free.  A remote free costs
 one ``dict.pop`` per attached thread; docs/ARCHITECTURE.md measures the
 choice against mimalloc's, where a block goes back to its owner's queue.
 
-**The hit path is written once**, as the module-level functions
-:func:`malloc` and :func:`free` below, and every user of it gets *copies* of
-them (:class:`HotPath`): the same code object, with globals of its own that
-name its thread-local and its slow paths.  Each :class:`~arenas.Allocator`
-has one pair, and ``arenas.malloc``/``arenas.free`` are one more, pointed at
-the default allocator.  Why copies, and not methods or closures: on
-free-threaded 3.13, functions defined at module level get deferred reference
-counting, and copies of them too, while bound methods and closures called by
-several threads contend on their reference counts (measured in
-docs/ARCHITECTURE.md).  The names never change after they are made, so a
-reference taken at any time (``from arenas import malloc``, ``m = a.malloc``)
-runs at the same speed and sees every later change: a closed allocator or a
-changed tunable *gates* the caches (the hit path then always misses) instead
-of rebinding anything.
+**The hit path** (:mod:`arenas.hotpath`) reads and writes a
+:class:`ThreadCache` without a lock; everything it cannot serve comes here.
 
 Locking: a ThreadCache's ``bins`` and ``live`` belong to its thread; no lock.
 Other threads touch them only in single atomic operations: a remote free pops
@@ -63,24 +51,22 @@ without a lock.
 
 from __future__ import annotations
 
-import builtins
 import ctypes
 import itertools
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Sequence
-from types import FunctionType
-from typing import Any, NamedTuple, cast
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
 
 from .arena import Arena
 from .chunk import checked_address
-from .errors import CLOSED, AllocatorError, HeapCorruption
+from .errors import CLOSED, AllocatorError, DoubleFree, HeapCorruption, InvalidPointer
 from .registry import ArenaRegistry
 from .slab import CLASS_OF, CLASS_SIZES, NCLASSES, Slab, SlabPool, SlabTable
 from .tunables import Params
 
-__all__ = ["HotPath", "ThreadCache", "ThreadCaches", "free", "malloc"]
+__all__ = ["ThreadCache", "ThreadCaches", "cache_counts"]
 
 _memset = ctypes.memset
 _tokens = itertools.count(1)
@@ -164,124 +150,6 @@ class ThreadCache:
         # A forked child drops the parent's other threads: their caches are stale.
         if owner is not None and self.pid == os.getpid():
             owner.exited.append(_Held(self.bins, self.live, self.token, self.arena))
-
-
-# =================================================================== the hit path
-# Every bound copy of malloc and free has its own values of these names.
-_tls: Any = threading.local()
-
-
-def _malloc_miss(size: Any) -> int:
-    raise AssertionError("the hit path is used through HotPath copies only")
-
-
-def _free_miss(addr: Any) -> None:
-    raise AssertionError("the hit path is used through HotPath copies only")
-
-
-def _free_full(cache: ThreadCache, addr: Any, cls: int) -> None:
-    """The hit path freed a block it cannot keep: a full bin, a gated cache, or an
-    address that only compares equal to an int."""
-    owner = cache.owner()
-    if owner is None:  # (the allocator is gone, and this thread's cache with it)
-        raise AllocatorError(CLOSED)
-    owner.free_popped(cache, addr, cls)
-
-
-def _free_remote(cache: ThreadCache, addr: Any) -> bool:
-    """A free the thread's own table missed: if another thread's table holds ``addr``,
-    claim it and cache it here (as glibc's tcache does); else False."""
-    owner = cache.owner()
-    if owner is None:
-        return False
-    # The table that held the last block this thread freed for another: a
-    # consumer freeing one producer's blocks finds each at the first look.
-    cls = cache.hint.pop(addr, None)
-    if cls is None:
-        cls, table = owner.claim_from(addr)
-        if cls is None:
-            return False
-        cache.hint = table
-    owner.free_popped(cache, addr, cls)
-    return True
-
-
-def malloc(size: int) -> int:
-    """Allocate ``size`` bytes; return the real address of the first one."""
-    if size.__class__ is int and size >= 0:
-        try:
-            cache = _tls.cache  # AttributeError: this thread is not attached yet
-            cls = cache.class_of[size]  # IndexError: above SLAB_MAX, or gated
-            cached = cache.bins[cls]
-            if not cached:  # borrow a block of the next class (TCACHE_BORROW)
-                cls += 1
-                cached = cache.bins[cls]  # IndexError past the last class
-            if cached:
-                addr = cached.pop()  # (IndexError only if close() emptied it just now)
-                cache.live[addr] = cls
-                return addr  # type: ignore[no-any-return]
-        except (AttributeError, IndexError):
-            pass
-    return _malloc_miss(size)
-
-
-def free(addr: int) -> None:
-    """Free the block at ``addr``; ``free(0)`` does nothing."""
-    try:
-        cache = _tls.cache
-        cls = cache.live.pop(addr, None)  # atomic: of two racing frees, one wins
-    except (AttributeError, TypeError):  # not attached; an unhashable address
-        return _free_miss(addr)
-    if cls is None:
-        if _free_remote(cache, addr):  # another thread's slab block, claimed and cached
-            return None
-        return _free_miss(addr)
-    cached = cache.bins[cls]
-    if len(cached) < cache.counts[cls] and addr.__class__ is int:
-        cached.append(addr)
-        return None
-    return _free_full(cache, addr, cls)
-
-
-class HotPath:
-    """Copies of :func:`malloc` and :func:`free` bound to one thread-local and its slow paths.
-
-    ``malloc_miss(size)`` and ``free_miss(addr)`` take every call the hit
-    path cannot serve.  :meth:`retarget` points the copies at another
-    thread-local (the module-level functions follow the default allocator).
-    """
-
-    def __init__(
-        self,
-        tls: threading.local,
-        malloc_miss: Callable[[Any], int],
-        free_miss: Callable[[Any], None],
-        *,
-        module: str,
-        owner: str = "",
-    ) -> None:
-        self._globals: dict[str, Any] = {
-            "__builtins__": builtins,
-            "__name__": module,
-            "_tls": tls,
-            "_malloc_miss": malloc_miss,
-            "_free_miss": free_miss,
-            "_free_full": _free_full,
-            "_free_remote": _free_remote,
-        }
-        self.malloc = cast(Callable[[int], int], self._copy(malloc, owner))
-        self.free = cast(Callable[[int], None], self._copy(free, owner))
-
-    def _copy(self, template: Callable[..., Any], owner: str) -> FunctionType:
-        code = template.__code__
-        fn = FunctionType(code, self._globals, code.co_name)
-        fn.__qualname__ = f"{owner}.{code.co_name}" if owner else code.co_name
-        fn.__doc__ = template.__doc__
-        fn.__annotations__ = dict(template.__annotations__)
-        return fn
-
-    def retarget(self, tls: threading.local) -> None:
-        self._globals["_tls"] = tls
 
 
 # ======================================================== the caches of an allocator
@@ -629,9 +497,18 @@ class ThreadCaches:
         cache: ThreadCache | None = getattr(self.tls, "cache", None)
         return None if cache is None else [list(c) for c in cache.bins]
 
-    def in_a_bin(self, addr: int, cls: int) -> bool:
-        """Whether some thread caches ``addr`` (a double free's diagnosis)."""
-        return any(addr in list(held.bins[cls]) for held in list(self.threads.values()))
+    def diagnose(self, addr: int) -> InvalidPointer | None:
+        """If ``addr`` points into a slab but is no live block, say exactly what it is."""
+        slab = self.table.find(addr)
+        if slab is None:
+            return None
+        if not slab.is_block(addr):
+            return InvalidPointer(
+                f"free(): invalid pointer {addr:#x}: inside a {slab.size}-byte slab block"
+            )
+        if any(addr in list(held.bins[slab.cls]) for held in list(self.threads.values())):
+            return DoubleFree(f"free(): double free detected in tcache: {addr:#x}")
+        return DoubleFree(f"free(): double free detected: slab block {addr:#x} is already free")
 
     # ------------------------------------------------------------------ fork
     def fork_child(self) -> None:

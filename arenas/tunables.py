@@ -195,6 +195,22 @@ class Params:
         self.no_dyn_threshold = "mmap_threshold" in values or "trim_threshold" in values
         self.arena_max_set = "arena_max" in values
 
+    def set(self, name: str, value: int) -> None:
+        """``mallopt``: one validated value, with glibc's side effects."""
+        setattr(self, name, value)
+        if name in ("mmap_threshold", "trim_threshold"):
+            self.no_dyn_threshold = True
+        elif name == "arena_max":
+            self.arena_max_set = True
+
+    def mapping_freed(self, size: int) -> None:
+        """glibc's dynamic threshold: a freed mapping of ``size`` bytes raises the bar
+        for the next one, until the user sets a threshold.  (Two racing frees may
+        both write it: either value is a valid one.)"""
+        if not self.no_dyn_threshold and self.mmap_threshold < size <= DEFAULT_MMAP_THRESHOLD_MAX:
+            self.mmap_threshold = size
+            self.trim_threshold = 2 * size
+
     def arena_limit(self) -> int:
         """glibc's ``narenas_limit``: arena_max if set, else the core-count rule or arena_test."""
         if self.arena_max_set:

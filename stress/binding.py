@@ -7,14 +7,14 @@ and record it live; pop the entry and push the block back) reached three
 ways, each thread with state of its own, so that only the binding differs:
 
 * ``copy``:    a copy of the module-level hit path with globals of its own
-  naming one ``threading.local`` (``arenas.tcache.HotPath``): what
+  naming one ``threading.local`` (``arenas.hotpath.HotPath``): what
   ``arenas.malloc`` and ``Allocator().malloc`` are;
 * ``method``:  a method of one object shared by the threads, reaching the
   thread-local through ``self``;
 * ``closure``: one closure shared by the threads, holding the thread-local
   in a cell (what ``Allocator`` bound before this release).
 
-``copy`` runs the real hit path of ``arenas/tcache.py``; ``method`` and
+``copy`` runs the real hit path of ``arenas/hotpath.py``; ``method`` and
 ``closure`` are its lines rebound.  Aggregate
 malloc+free pairs per second at 1 and 2 threads, the median of
 ``--rounds`` interleaved rounds.  On the GIL build all four stay flat: the
@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from arenas import tcache
+from arenas import hotpath
 from arenas.slab import CLASS_OF, NCLASSES
 
 from .scaling import interpreter_name
@@ -111,7 +111,7 @@ def _closures() -> tuple[threading.local, Pair]:
 
 def _variants() -> dict[str, tuple[threading.local, Pair]]:
     copy_tls = threading.local()
-    copy = tcache.HotPath(copy_tls, _miss, _miss, module=__name__, owner="Copy")
+    copy = hotpath.HotPath(copy_tls, _miss, _miss, module=__name__, owner="Copy")
     shared = _Shared()
     return {
         "copy": (copy_tls, (copy.malloc, copy.free)),

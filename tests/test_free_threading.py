@@ -15,7 +15,7 @@ import threading
 import pytest
 
 import arenas
-from arenas import Allocator, tcache
+from arenas import Allocator, hotpath
 
 FREE_THREADED = getattr(sys, "_is_gil_enabled", lambda: True)() is False
 
@@ -46,8 +46,8 @@ def test_every_entry_point_runs_the_same_hit_path() -> None:
     try:
         for fn in (malloc, free):
             assert fn is getattr(arenas, fn.__name__)  # never rebound
-        assert malloc.__code__ is alloc.malloc.__code__ is tcache.malloc.__code__
-        assert free.__code__ is alloc.free.__code__ is tcache.free.__code__
+        assert malloc.__code__ is alloc.malloc.__code__ is hotpath.malloc.__code__
+        assert free.__code__ is alloc.free.__code__ is hotpath.free.__code__
         # functions, not bound methods or closures: nothing per call, nothing shared
         assert malloc.__closure__ is None and alloc.malloc.__closure__ is None
     finally:

@@ -428,10 +428,10 @@ def test_instructions_children_run_every_loop_on_every_allocator() -> None:
 
 
 def test_binding_variants_run_the_real_hit_path() -> None:
-    from arenas import tcache
+    from arenas import hotpath
     from stress import binding
 
     variants = binding._variants()
-    assert variants["copy"][1][0].__code__ is tcache.malloc.__code__
+    assert variants["copy"][1][0].__code__ is hotpath.malloc.__code__
     for tls, pair in variants.values():
         assert binding.pairs_in_threads(2, 2000, tls, pair) > 0
