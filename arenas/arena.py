@@ -16,10 +16,17 @@ two can be read side by side:
 * ``_int_memalign`` over-allocate, then free the misaligned lead and the tail.
 
 The chunk *headers* are in the heap's bytes (in-band), exactly where glibc
-puts them.  The arena also keeps two out-of-band records, ``in_use`` and
-``bins.free``; every header read is checked against them, which is how an
-overrun becomes a :class:`HeapCorruption` instead of a corrupted heap, and
-how a double free is caught exactly.
+puts them, and are read and written with :class:`~arenas.heap.Heap`'s chunk
+vocabulary (``head``, ``set_head``, ``set_head_size``, ``prev_size``).  The
+hot paths (``_hand_out``, ``_carve``, ``_split_top``, ``_set_top``,
+``checked_chunk``, ``_free_chunk``, ``_carve_slabs``) inline it, with
+``w = heap.words``: the head of ``chunk`` is ``w[((chunk - base) >> 3) + 1]``
+and the ``prev_size`` word before it ``w[(chunk - base) >> 3]``.
+
+The arena also keeps two out-of-band records, ``in_use`` and ``bins.free``;
+every header read is checked against them, which is how an overrun becomes
+a :class:`HeapCorruption` instead of a corrupted heap, and how a double free
+is caught exactly.  A third, ``lent``, lists the chunks lent to slabs.
 
 Locking: every field of an Arena is guarded by ``Arena.lock`` except
 ``attached_threads``, which belongs to the registry's lock.
@@ -40,6 +47,8 @@ from .chunk import (
     PREV_INUSE,
     SIZE_BITS,
     SIZE_SZ,
+    chunk2mem,
+    mem2chunk,
 )
 from .errors import DoubleFree, HeapCorruption, InvalidPointer, OutOfMemory
 from .heap import HEAP_INFO_SIZE, Heap, HeapTable
@@ -310,7 +319,7 @@ class Arena:
     # ============================================================== _int_free
     def diagnose_bad_pointer(self, mem: int) -> InvalidPointer:
         """Explain why ``mem`` is not a live block of this arena (the slow path of free)."""
-        chunk = mem - CHUNK_HDR_SZ
+        chunk = mem2chunk(mem)
         if chunk in self.bins.free:
             return DoubleFree(f"free(): double free detected: {mem:#x} is already free")
         for heap in self.heaps:
@@ -371,7 +380,7 @@ class Arena:
         del self.lent[mem]
         size = self.in_use.pop(mem)
         self.inuse_bytes -= size
-        self._free_chunk(self.heap_of(mem - CHUNK_HDR_SZ), mem - CHUNK_HDR_SZ, size)
+        self._free_chunk(self.heap_of(mem2chunk(mem)), mem2chunk(mem), size)
 
     def _free_chunk(self, heap: Heap[Arena], chunk: int, size: int) -> None:
         """Coalesce ``chunk`` with its free neighbours and bin it (or grow the top).
@@ -441,12 +450,11 @@ class Arena:
         while heap.prev is not None and self.top == heap.start:
             prev = heap.prev
             fence = prev.fence
-            w = prev.words
-            fi = (fence - prev.base) >> 3
             new_top = fence
-            if not w[fi + 1] & PREV_INUSE:
-                new_top = fence - w[fi]
-                if self.bins.free.get(new_top) != w[fi]:
+            if not prev.head(fence) & PREV_INUSE:
+                last_size = prev.prev_size(fence)
+                new_top = fence - last_size
+                if self.bins.free.get(new_top) != last_size:
                     break  # a forged footer: leave the heap; check() will report it
                 self.bins.unlink(new_top)
                 if new_top == self.last_remainder:
@@ -513,16 +521,12 @@ class Arena:
         False, or it has no memory left; the old block is then unchanged.
         """
         old = self.checked_chunk(heap, mem)
-        chunk = mem - CHUNK_HDR_SZ
-        w = heap.words
-        base = heap.base
-        nm = self.nm
-        i = (chunk - base) >> 3
+        chunk = mem2chunk(mem)
         if old < nb:
             nxt = chunk + old
             if nxt == self.top and heap is self.heap:
                 if old + self.top_size() >= nb + MINSIZE:
-                    w[i + 1] = nb | (w[i + 1] & PREV_INUSE) | nm
+                    heap.set_head_size(chunk, nb)
                     self._set_top(chunk + nb)
                     self.in_use[mem] = nb
                     self.inuse_bytes += nb - old
@@ -534,8 +538,9 @@ class Arena:
                     if nxt == self.last_remainder:
                         self.last_remainder = 0
                     merged = old + next_size
-                    w[i + 1] = merged | (w[i + 1] & PREV_INUSE) | nm
-                    w[((chunk + merged - base) >> 3) + 1] |= PREV_INUSE
+                    heap.set_head_size(chunk, merged)
+                    after = chunk + merged
+                    heap.set_head(after, heap.head(after) | PREV_INUSE)
                     self.in_use[mem] = merged
                     self.inuse_bytes += next_size
                     old = merged
@@ -556,12 +561,10 @@ class Arena:
         rem = size - nb
         if rem < MINSIZE:
             return
-        w = heap.words
-        chunk = mem - CHUNK_HDR_SZ
-        i = (chunk - heap.base) >> 3
-        w[i + 1] = nb | (w[i + 1] & PREV_INUSE) | self.nm
+        chunk = mem2chunk(mem)
+        heap.set_head_size(chunk, nb)
         tail = chunk + nb
-        w[((tail - heap.base) >> 3) + 1] = rem | PREV_INUSE | self.nm
+        heap.set_head(tail, rem | PREV_INUSE | self.nm)
         self.in_use[mem] = nb
         self.inuse_bytes -= rem
         self._free_chunk(heap, tail, rem)
@@ -572,23 +575,20 @@ class Arena:
         mem = self._int_malloc(nb + alignment + MINSIZE)
         if not mem:
             return 0
-        chunk = mem - CHUNK_HDR_SZ
+        chunk = mem2chunk(mem)
         heap = self.heap_of(chunk)
         size = self.in_use[mem]
         if mem % alignment:
-            w = heap.words
-            base = heap.base
             aligned = ((mem + alignment - 1) & -alignment) - CHUNK_HDR_SZ
             if aligned - chunk < MINSIZE:
                 aligned += alignment
             lead = aligned - chunk
             new_size = size - lead
-            w[((aligned - base) >> 3) + 1] = new_size | PREV_INUSE | self.nm
-            i = (chunk - base) >> 3
-            w[i + 1] = lead | (w[i + 1] & PREV_INUSE) | self.nm
+            heap.set_head(aligned, new_size | PREV_INUSE | self.nm)
+            heap.set_head_size(chunk, lead)
             del self.in_use[mem]
             self.inuse_bytes -= lead
-            mem = aligned + CHUNK_HDR_SZ
+            mem = chunk2mem(aligned)
             self.in_use[mem] = new_size
             self._free_chunk(heap, chunk, lead)
             size = new_size
@@ -721,7 +721,7 @@ class Arena:
             for chunk, head in heap.chunks(last):
                 if chunk in free:
                     yield chunk, head, "free"
-                elif chunk + CHUNK_HDR_SZ in self.lent:
+                elif chunk2mem(chunk) in self.lent:
                     yield chunk, head, "slab"
                 else:
                     yield chunk, head, "in use"
@@ -774,7 +774,7 @@ class Arena:
                     seen_free += 1
                     prev_free = True
                 else:
-                    if self.in_use.get(chunk + CHUNK_HDR_SZ) != size:
+                    if self.in_use.get(chunk2mem(chunk)) != size:
                         raise fail(f"chunk {chunk:#x} is neither free nor a recorded block")
                     seen_used += 1
                     used_bytes += size

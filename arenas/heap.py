@@ -47,7 +47,7 @@ from collections.abc import Iterator
 from typing import Generic, Protocol, TypeVar
 
 from . import fork
-from .chunk import MALLOC_ALIGN_MASK, MINSIZE, SIZE_BITS
+from .chunk import FLAG_BITS, MALLOC_ALIGN_MASK, MINSIZE, SIZE_BITS
 from .errors import HeapCorruption
 from .memory import Region, SystemBudget, page_align
 
@@ -125,6 +125,11 @@ class Heap(Generic[OwnerT]):
 
     def set_head(self, chunk: int, head: int) -> None:
         self.words[((chunk - self.base) >> 3) + 1] = head
+
+    def set_head_size(self, chunk: int, size: int) -> None:
+        """Give ``chunk`` a new size, keeping its flag bits (glibc's ``set_head_size``)."""
+        i = ((chunk - self.base) >> 3) + 1
+        self.words[i] = (self.words[i] & FLAG_BITS) | size
 
     def prev_size(self, chunk: int) -> int:
         """The word before ``chunk``'s head: its free predecessor's size (its foot)."""

@@ -44,7 +44,7 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from . import fork
-from .chunk import CHUNK_HDR_SZ
+from .chunk import CHUNK_HDR_SZ, chunk2mem, mem2chunk
 from .errors import HeapCorruption
 from .memory import Region
 
@@ -389,7 +389,7 @@ class SlabPool:
             return []
         # One run of slabs may come from free chunks in several of the arena's heaps.
         lent = owner.lent
-        new = [Slab(self, lent[mem], mem - CHUNK_HDR_SZ, cls) for mem in mems]
+        new = [Slab(self, lent[mem], mem2chunk(mem), cls) for mem in mems]
         slabs = self.slabs
         for slab in new:
             slabs[slab.base] = slab
@@ -451,7 +451,7 @@ class SlabPool:
         del self.partial[slab.cls][slab.base]
         del self.slabs[slab.base]
         self.table.remove(slab)
-        self.owner.take_back_slab_chunk(slab.base + CHUNK_HDR_SZ)
+        self.owner.take_back_slab_chunk(chunk2mem(slab.base))
 
     # ----------------------------------------------------------------- views
     def usage(self) -> tuple[int, int, int]:
@@ -474,9 +474,9 @@ class SlabPool:
                 slab not in table.get(key, ()) for key in SlabTable.windows(slab)
             ):
                 raise HeapCorruption(f"{where} is missing from the slab table")
-            if lent.get(base + CHUNK_HDR_SZ) is not slab.region:
+            if lent.get(chunk2mem(base)) is not slab.region:
                 raise HeapCorruption(f"{where} is not a chunk its arena lent in that region")
-            if owner.in_use.get(base + CHUNK_HDR_SZ) != CLASS_SLAB_BYTES[slab.cls]:
+            if owner.in_use.get(chunk2mem(base)) != CLASS_SLAB_BYTES[slab.cls]:
                 raise HeapCorruption(f"{where} is not an in-use chunk of its class's length")
             untouched = (slab.end - slab.bump) // slab.size
             if slab.nfree != len(slab.free) + untouched or len(set(slab.free)) != len(slab.free):
