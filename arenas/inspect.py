@@ -25,7 +25,6 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import default_allocator
 from .allocator import Allocator
 from .arena import Arena
 from .bins import NSMALLBINS, UNSORTED, largebin_index
@@ -38,6 +37,7 @@ from .chunk import (
     checked_address,
     checked_count,
 )
+from .dispatch import default_allocator
 from .heap import HEAP_INFO_SIZE, Heap
 from .slab import CLASS_SIZES, CLASS_SLAB_BYTES
 

@@ -11,7 +11,7 @@ docs/slabs.md for the measured figures)::
 
 A slab is one chunk of its arena: the chunk's own 16-byte header, then a few
 blocks (8 for classes up to 1 KiB), and nothing after them
-(:meth:`Arena.alloc_slab_chunks`).  It needs no alignment, so slabs cut one
+(:meth:`Arena.lend_slab_chunks`).  It needs no alignment, so slabs cut one
 after another from the top chunk tile the heap with no gap::
 
     arena heap:  ... | slab: chunk hdr | blk | blk | ... | blk | slab: chunk hdr | blk | ...
@@ -30,7 +30,7 @@ all free again goes back to its arena as an ordinary free chunk (with no
 thread cache, one empty slab per class is kept back to avoid churning), so
 memory from a finished burst can serve any size.
 
-Locking: a slab and its arena's slab lists are guarded by the owning arena's
+Locking: a slab and its :class:`SlabPool` are guarded by the owning arena's
 lock.  :class:`SlabTable` (window -> slabs) is read without a lock (one
 ``dict.get`` of an entry that is replaced whole, never changed in place:
 atomic under the GIL and on free-threaded builds alike) and written under
