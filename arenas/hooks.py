@@ -7,8 +7,9 @@ them in place with :func:`arenas.set_mem_functions`, which lives in
 is):
 
 * :func:`counting`: the byte-counting allocator of the libevent book;
-* :func:`tracing`: writes every call, with thread ids, in the stress
-  suite's trace format, so a program's own allocations can be replayed;
+* :func:`tracing`: writes every call, with thread ids, in the trace
+  format of :mod:`arenas.trace`, so a program's own allocations can be
+  replayed;
 * :func:`debugging`: fill bytes, integrity words, guard bytes, leak report
   (:class:`arenas.debug.Debugger`, the same code as ``Allocator(debug=True)``).
 
@@ -20,7 +21,6 @@ own counts (level LEAF).
 
 from __future__ import annotations
 
-import gzip
 import threading
 from types import TracebackType
 from typing import Any, Protocol, TextIO
@@ -28,6 +28,7 @@ from typing import Any, Protocol, TextIO
 from . import fork
 from .debug import Debugger
 from .dispatch import MemFunctions, default_allocator, set_mem_functions
+from .trace import format_call, open_trace
 
 __all__ = [
     "Counting",
@@ -125,13 +126,11 @@ class _Ended:
 
 
 class Tracing(Replacement, fork.OneLock):
-    """Writes every call as one line of the stress suite's trace format.
+    """Writes every call as one line of the trace format (:mod:`arenas.trace`).
 
-    ``<tid> m <size> <addr>``, ``<tid> c <n> <size> <addr>``,
-    ``<tid> r <old> <size> <new>``, ``<tid> f <addr>``,
-    ``<tid> a <align> <size> <addr>``; thread ids are renumbered 0..N-1 in
-    order of first appearance.  One lock is held across each inner call and
-    its line, so the file is a valid order of events across threads.
+    Thread ids are renumbered 0..N-1 in order of first appearance.  One
+    lock is held across each inner call and its line, so the file is a
+    valid order of events across threads.
 
     The trace ends at ``close()``: later calls still reach the inner
     allocator, untraced, so blocks allocated while tracing can be freed
@@ -143,10 +142,7 @@ class Tracing(Replacement, fork.OneLock):
         self.path = path
         self.lock = threading.Lock()
         self.out: TextIO | _Ended
-        if path.endswith(".gz"):
-            self.out = gzip.open(path, "wt", encoding="ascii")  # noqa: SIM115 - see close()
-        else:
-            self.out = open(path, "w", encoding="ascii")  # noqa: SIM115 - see close()
+        self.out = open_trace(path, "w")  # open across calls: close() ends the trace
         self.tids: dict[int, int] = {}
         fork.register(self, fork.WRAPPER)
 
@@ -160,7 +156,7 @@ class Tracing(Replacement, fork.OneLock):
     def malloc(self, size: int) -> int:
         with self.lock:
             addr = self.inner.malloc(size)
-            self.out.write(f"{self._tid()} m {size} {addr:#x}\n")
+            self.out.write(format_call(self._tid(), "m", size, addr))
         return addr
 
     def calloc(self, n: int, size: int) -> int:
@@ -169,7 +165,7 @@ class Tracing(Replacement, fork.OneLock):
             if calloc is None:
                 raise NotImplementedError("the inner allocator has no calloc")
             addr: int = calloc(n, size)
-            self.out.write(f"{self._tid()} c {n} {size} {addr:#x}\n")
+            self.out.write(format_call(self._tid(), "c", n, size, addr))
         return addr
 
     def memalign(self, alignment: int, size: int) -> int:
@@ -178,20 +174,20 @@ class Tracing(Replacement, fork.OneLock):
             if memalign is None:
                 raise NotImplementedError("the inner allocator has no memalign")
             addr: int = memalign(alignment, size)
-            self.out.write(f"{self._tid()} a {alignment} {size} {addr:#x}\n")
+            self.out.write(format_call(self._tid(), "a", alignment, size, addr))
         return addr
 
     def realloc(self, addr: int, size: int) -> int:
         with self.lock:
             new = self.inner.realloc(addr, size)
-            self.out.write(f"{self._tid()} r {addr:#x} {size} {new:#x}\n")
+            self.out.write(format_call(self._tid(), "r", addr, size, new))
         return new
 
     def free(self, addr: int) -> None:
         with self.lock:
             self.inner.free(addr)
             if addr:
-                self.out.write(f"{self._tid()} f {addr:#x}\n")
+                self.out.write(format_call(self._tid(), "f", addr))
 
     def close(self) -> None:
         with self.lock:
@@ -216,7 +212,7 @@ def counting(inner: Inner | None = None) -> Counting:
 
 
 def tracing(path: str, inner: Inner | None = None) -> Tracing:
-    """Log every call to ``path`` (gzip when it ends in ``.gz``) in the stress trace format."""
+    """Log every call to ``path`` (gzip when it ends in ``.gz``) in the trace format."""
     return Tracing(path, inner)
 
 

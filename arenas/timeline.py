@@ -8,8 +8,8 @@ figures (system and in-use bytes, the top chunk, and fragmentation: the
 largest free chunk against all free bytes).
 
 * :class:`Timeline` captures frames of a live allocator (``capture()``);
-* :func:`from_trace` replays a trace (the stress suite's format) with one
-  thread per traced thread and captures a frame every so many events;
+* :func:`from_trace` replays a trace (:mod:`arenas.trace`'s format) with
+  one thread per traced thread and captures a frame every so many events;
 * :meth:`Timeline.write_html` writes one self-contained page (no network
   needed): a canvas per arena, a slider to scrub, play/pause, the stats;
 * :meth:`Timeline.write_png` draws one frame with matplotlib, for docs.
@@ -34,6 +34,7 @@ from .allocator import Allocator
 from .arena import Arena
 from .heap import Heap
 from .inspect import heap_chunks
+from .trace import Event, drive, parse, perform
 
 __all__ = ["STATES", "Timeline", "from_trace"]
 
@@ -294,14 +295,11 @@ def from_trace(
 ) -> Timeline:
     """Replay ``trace`` through ``alloc`` (a fresh Allocator by default), capturing frames.
 
-    Uses the stress suite's trace reader and driver (``stress.trace``, in this
-    repository): one thread per traced thread, paced in the trace's global
-    order, so the pictures show the interleaving the program had and come
-    out the same every time.  A frame is captured every ``events /
-    max_frames`` events.
+    Uses :mod:`arenas.trace`'s reader and driver: one thread per traced
+    thread, paced in the trace's global order, so the pictures show the
+    interleaving the program had and come out the same every time.  A frame
+    is captured every ``events / max_frames`` events.
     """
-    from stress.trace import drive, parse, perform  # the trace format lives with the stress suite
-
     plan = parse(trace)
     alloc = alloc or Allocator()
     timeline = Timeline(alloc, max_frames, resolution)
@@ -309,15 +307,13 @@ def from_trace(
     counter = threading.Lock()
     owners = timeline.owners
 
-    def thread_step(tid: int) -> Callable[[Any, Any], Any]:
+    def thread_step(tid: int) -> Callable[[Event, int | None], int | None]:
         timeline.thread_arena[tid] = alloc.thread_arena()
 
-        def step(ev: Any, old: int | None) -> int | None:
+        def step(ev: Event, old: int | None) -> int | None:
             if old is not None and owners.pop(old, tid) != tid:
                 timeline.cross_frees += 1  # a block going home to another thread's arena
-            new: int | None = perform(
-                ev, old, alloc.malloc, alloc.memalign, alloc.realloc, alloc.free
-            )
+            new = perform(ev, old, alloc)
             if new:
                 owners[new] = tid
             with counter:

@@ -1,5 +1,10 @@
 """Recording a real program's malloc calls, with thread ids, in the trace format.
 
+The format is :mod:`arenas.trace`'s.  The recorder, being C, writes its
+lines itself (the same fields, in the same order); its raw log is then read
+back and rewritten through :mod:`arenas.trace`, so a line it got wrong is a
+:class:`~arenas.trace.TraceError` at record time, not at replay.
+
 What does *not* work, and why we do not use it: glibc's
 ``libc_malloc_debug.so`` logs nothing unless the program calls ``mtrace()``,
 and even then its log has no thread ids, folds calloc and memalign into
@@ -20,13 +25,15 @@ tids) are renumbered 0..N-1, 0 being the process's main thread.
 
 from __future__ import annotations
 
-import gzip
 import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from arenas.trace import Call, read_calls, write_calls
 
 __all__ = ["RECORDER_C", "Recording", "record"]
 
@@ -190,16 +197,13 @@ def _compile(workdir: Path) -> Path:
 
 def _renumber(raw: Path, main_tid: int, out: Path) -> tuple[int, int]:
     """Rewrite kernel tids as 0..N-1 (the main thread first); return (events, threads)."""
-    ids: dict[str, int] = {str(main_tid): 0}
-    events = 0
-    opener = gzip.open if out.suffix == ".gz" else open
-    with open(raw, encoding="ascii") as src, opener(out, "wt", encoding="ascii") as dst:
-        for line in src:
-            tid, _, rest = line.partition(" ")
-            if tid not in ids:
-                ids[tid] = len(ids)
-            dst.write(f"{ids[tid]} {rest}")
-            events += 1
+    ids: dict[int, int] = {main_tid: 0}
+
+    def renumbered() -> Iterator[Call]:
+        for call in read_calls(raw):
+            yield call._replace(tid=ids.setdefault(call.tid, len(ids)))
+
+    events = write_calls(out, renumbered())
     return events, len(ids) if events else 0
 
 
