@@ -8,10 +8,11 @@ The layers, from the program down to the operating system::
     program     malloc / free / realloc / calloc / memalign / view / Block
        |        module functions: the default allocator, or replacements    dispatch.py
     Allocator   the entry points; free finds a chunk's arena by address    allocator.py
-       |        arena_get: the calling thread's arena (a thread-local)      registry.py
+       |        (heap_for_ptr: HeapTable); arena_get: the calling thread's  heap.py
+       |        arena, a thread-local lookup, made or shared by the ring    registry.py
        |
-    tcache      requests <= 64 KiB: per thread, per size class, no lock     tcache.py
-       |        (a miss refills from slabs, a full cache flushes to them)
+    tcache      requests <= 64 KiB: per thread, per size class, no lock     hotpath.py
+       |        (a miss refills from slabs, a full cache flushes to them)   tcache.py
     slabs       a chunk header + a few equal blocks; addr & -window         slab.py
        |        (each slab one chunk of an arena; bigger requests: chunks)
        |
