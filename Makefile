@@ -42,8 +42,8 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	test -n "$(DEFAULT_PYTHON)" || { echo "make lint runs in the default .venv (PYTHON=python3)"; exit 2; }
-	$(VENV)/bin/ruff check arenas tests stress
-	$(VENV)/bin/ruff format --check arenas tests stress
+	$(VENV)/bin/ruff check arenas tests stress docs/generated.py
+	$(VENV)/bin/ruff format --check arenas tests stress docs/generated.py
 	$(VENV)/bin/mypy
 
 clean:

@@ -22,6 +22,7 @@ shows a small demonstration heap.
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -44,6 +45,7 @@ from .slab import CLASS_SIZES, CLASS_SLAB_BYTES
 __all__ = ["ChunkInfo", "arenas", "bins", "chunks", "heap", "vis_heap_chunks"]
 
 _RESET = "\x1b[0m"
+_NO_LINKS = "fd | bk in glibc; here the bins keep the links, so: old bytes"
 _PALETTE = ["\x1b[31m", "\x1b[32m", "\x1b[33m", "\x1b[34m", "\x1b[35m", "\x1b[36m"]
 _STATE_COLOUR = {"top": "\x1b[97;1m", "fence": "\x1b[90m", "free": "\x1b[94m"}
 
@@ -128,7 +130,9 @@ def heap(alloc: Allocator | None = None, arena: int = 0, color: bool | None = No
         lines.append(f"Arena {a.index} ({kind}): {len(a.heaps)} heap(s), {a.system_mem} bytes")
         for h in a.heaps:
             info = "" if h.start == h.base else f", heap_info {HEAP_INFO_SIZE} bytes"
-            lines.append(f"heap {h.base:#x}: {h.size} of {h.max_size} bytes in use{info}")
+            lines.append(
+                f"heap {h.base:#x}: {h.size:,} bytes mapped of {h.max_size:,} reserved{info}"
+            )
             for n, c in enumerate(heap_chunks(a, h)):
                 text = f"  {c.addr:#x}  size {c.size:#8x}  {c.flag_text}  {c.state}"
                 if c.detail:
@@ -140,9 +144,24 @@ def heap(alloc: Allocator | None = None, arena: int = 0, color: bool | None = No
     return "\n".join(lines)
 
 
-def bins(alloc: Allocator | None = None, arena: int = 0, color: bool | None = None) -> str:
-    """Each non-empty bin of ``arena``, its slabs' free blocks, and this thread's cache."""
+def bins(
+    alloc: Allocator | None = None,
+    arena: int = 0,
+    color: bool | None = None,
+    thread: int | None = None,
+) -> str:
+    """Each non-empty bin of ``arena``, its slabs' free blocks, and a thread's cache.
+
+    The cache is the calling thread's, or that of ``thread`` (its
+    ``threading.get_ident()``, as ``Thread.ident`` gives it), listed by size
+    class with each cached block's address, as pwndbg's ``tcachebins`` does.
+    """
     alloc, a = _arena(alloc, arena)
+    caches = alloc.caches.bins_by_thread()
+    who = threading.get_ident() if thread is None else checked_count(thread, "thread")
+    if thread is not None and who not in caches:
+        attached = ", ".join(str(t) for t in sorted(caches)) or "none"
+        raise ValueError(f"thread {who} has no cache in this allocator (attached: {attached})")
     lines: list[str] = []
     with a.lock:
         if not a.bins.unsorted:
@@ -164,10 +183,14 @@ def bins(alloc: Allocator | None = None, arena: int = 0, color: bool | None = No
                     f"slabs of {CLASS_SIZES[cls]} B ({CLASS_SLAB_BYTES[cls]} B each):"
                     f" {len(partial)} with free blocks, {free} free blocks"
                 )
-    tcache = alloc.caches.current_bins()
-    if tcache is not None:
-        held = [f"{CLASS_SIZES[c]} B x {len(x)}" for c, x in enumerate(tcache) if x]
-        lines.append("tcache (this thread): " + (", ".join(held) or "empty"))
+    cached = caches.get(who)
+    if cached is not None:
+        label = "this thread" if thread is None else f"thread {who}"
+        lines.append(f"tcache ({label}):" + ("" if any(cached) else " empty"))
+        for cls, blocks in enumerate(cached):
+            if blocks:
+                listed = ", ".join(f"{b:#x}" for b in blocks)
+                lines.append(f"tcache  {CLASS_SIZES[cls]} B x {len(blocks)}: {listed}")
     if _use_color(color):
         lines = [
             _PALETTE[3] + line + _RESET if line.startswith("tcache") else line for line in lines
@@ -205,7 +228,10 @@ def vis_heap_chunks(
 
     Each 16-byte row shows its address and two little-endian words, as
     pwndbg's ``vis_heap_chunks`` does; a chunk's header row is labelled
-    ``prev_size | size``, and long chunks are cut to ``max_rows`` rows.
+    ``prev_size | size``, and long chunks are cut to ``max_rows`` rows.  A
+    free chunk's second row is where glibc keeps its ``fd | bk`` links; here
+    the links live in :class:`~arenas.bins.Bins`, out of the heap, so the
+    row holds whatever bytes were there (zeros, for memory never written).
     """
     alloc, a = _arena(alloc, arena)
     if addr is not None:
@@ -237,6 +263,8 @@ def vis_heap_chunks(
                     note = ""
                     if r == 0:
                         note = f"  <- prev_size | size {hi & SIZE_BITS:#x} {c.flag_text}: {c.state}"
+                    elif r == 1 and c.state == "free":
+                        note = f"  <- {_NO_LINKS}"
                     lines.append(f"{colour}{row:#014x}  {lo:#018x}  {hi:#018x}{note}{reset}")
                 if rows > len(shown):
                     lines.append(

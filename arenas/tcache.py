@@ -161,6 +161,7 @@ class _Held(NamedTuple):
     token: int
     arena: Arena
     cache: weakref.ref[ThreadCache] | None = None
+    thread: int = 0  # the thread's threading.get_ident()
 
 
 class ThreadCaches:
@@ -221,7 +222,7 @@ class ThreadCaches:
             if self.gated:
                 self._gate(cache)
             self.threads[cache.token] = _Held(
-                cache.bins, live, cache.token, arena, weakref.ref(cache)
+                cache.bins, live, cache.token, arena, weakref.ref(cache), threading.get_ident()
             )
         self.tls.cache = cache
         return cache
@@ -496,6 +497,11 @@ class ThreadCaches:
         """The calling thread's bins (a copy), or None if it is not attached."""
         cache: ThreadCache | None = getattr(self.tls, "cache", None)
         return None if cache is None else [list(c) for c in cache.bins]
+
+    def bins_by_thread(self) -> dict[int, list[list[int]]]:
+        """Each attached thread's bins (copies), by its ``threading.get_ident()``."""
+        with self.registry.reading():
+            return {held.thread: [list(c) for c in held.bins] for held in self.threads.values()}
 
     def diagnose(self, addr: int) -> InvalidPointer | None:
         """If ``addr`` points into a slab but is no live block, say exactly what it is."""
