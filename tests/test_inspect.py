@@ -50,7 +50,36 @@ def test_bins_view(alloc: Allocator) -> None:
     assert re.search(rf"large bin \d+: {blocks[1] - 16:#x} \(0x186b0\)", text)
     small = alloc.malloc(40)
     alloc.free(small)
-    assert "tcache (this thread): 48 B x" in inspect.bins(alloc, color=False)
+    text = inspect.bins(alloc, color=False)
+    assert f"tcache (this thread):\ntcache  48 B x 1: {small:#x}" in text
+
+
+def test_bins_view_of_another_threads_cache(alloc: Allocator) -> None:
+    cached: list[int] = []
+    ready = threading.Event()
+    done = threading.Event()
+
+    def other() -> None:
+        blocks = [alloc.malloc(200) for _ in range(3)]
+        for addr in blocks:
+            alloc.free(addr)
+        cached.extend(blocks)
+        ready.set()
+        done.wait(10)
+
+    worker = threading.Thread(target=other)
+    worker.start()
+    try:
+        assert ready.wait(10)
+        assert worker.ident is not None
+        text = inspect.bins(alloc, color=False, thread=worker.ident)
+        listed = ", ".join(f"{addr:#x}" for addr in cached)
+        assert f"tcache (thread {worker.ident}):\ntcache  224 B x 3: {listed}" in text
+        with pytest.raises(ValueError, match="has no cache in this allocator"):
+            inspect.bins(alloc, thread=worker.ident + 1)
+    finally:
+        done.set()
+        worker.join()
 
 
 def test_arenas_view(alloc: Allocator) -> None:
