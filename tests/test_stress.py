@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import replay, run_workload
 
 from arenas.cliargs import writable_dir, writable_file
-from stress.adapters import ADAPTERS, BytearrayAdapter, make_adapter
+from stress.adapters import ADAPTERS, BytearrayAdapter
 from stress.fastpath import bursts, churn_draws
 from stress.slabmodel import bounds, simulate
-from stress.trace import Event, TraceError, drive, parse, replay, synthesize
-from stress.workloads import WORKLOADS, BlockDamaged, run_workload
+from stress.trace import Event, TraceError, drive, parse, synthesize
+from stress.workloads import WORKLOADS, BlockDamaged
 
 ROOT = Path(__file__).resolve().parent.parent
 TRACES = sorted((ROOT / "stress" / "traces").glob("*.trace.gz"))
@@ -249,7 +250,7 @@ def test_record_a_real_program(tmp_path: Path) -> None:
     assert first[0] == "0" and first[1] in "mcraf"
     plan = parse(out)
     assert plan.events > 10
-    _, plan, left = replay(out, make_adapter("arenas"))
+    _, plan, left = replay(out, "arenas")
     assert left == plan.live_bytes_at_end
 
 
@@ -280,7 +281,7 @@ def test_record_catches_every_aligned_allocator(tmp_path: Path) -> None:
         (page, 10),
         (page, -(-5000 // page) * page),
     ]
-    _, plan, left = replay(out, make_adapter("arenas"))
+    _, plan, left = replay(out, "arenas")
     assert left == plan.live_bytes_at_end == 0
 
 
