@@ -12,9 +12,10 @@ import time
 from typing import Any
 
 import pytest
-from helpers import assert_disjoint, run_threads
+from helpers import assert_disjoint, child_exit_code, run_threads, wait_child
 
 from arenas import Allocator, OutOfMemory
+from arenas.chunk import request2size
 
 SMALL_HEAPS = {"heap_max_size": 1 << 20, "top_pad": 0, "tcache_count": 8}
 
@@ -262,7 +263,7 @@ def test_a_cross_thread_free_goes_to_the_owning_arena() -> None:
         for addr in made:
             alloc.free(addr)  # freed by this thread, whose arena is 0
         after = alloc.stats().arenas
-        assert after[1].in_use_bytes == before[1].in_use_bytes - 5 * 80_016
+        assert after[1].in_use_bytes == before[1].in_use_bytes - 5 * request2size(80_000)
         assert after[0].in_use_bytes == before[0].in_use_bytes
         done.set()
         t.join()
@@ -339,7 +340,9 @@ def test_stats_per_arena() -> None:
         assert [a.index for a in st.arenas] == [0, 1, 2]
         assert [a.attached_threads for a in st.arenas] == [1, 1, 1]
         for a in st.arenas[1:]:
-            assert a.heaps == 1 and a.in_use_bytes >= 80_000
+            # its thread's one chunk, cut from its top
+            assert a.heaps == 1 and a.in_use_bytes == request2size(80_000)
+            assert a.in_use_chunks == 1
             assert a.system_bytes == a.in_use_bytes + a.free_bytes
         hold.set()
         for t in threads:
@@ -347,18 +350,6 @@ def test_stats_per_arena() -> None:
 
 
 # ---------------------------------------------------------------- fork
-def _wait_child(pid: int, timeout: float = 30.0) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.02)
-    os.kill(pid, 9)
-    os.waitpid(pid, 0)
-    raise AssertionError("the child did not finish: deadlocked after fork?")
-
-
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork() with threads running
 def test_fork_while_threads_allocate() -> None:
     """glibc's tst-mallocfork2 idea: fork while other threads hammer the allocator."""
@@ -378,32 +369,34 @@ def test_fork_while_threads_allocate() -> None:
             t.start()
         time.sleep(0.05)
         codes = []
-        for _ in range(3):
-            pid = os.fork()
-            if pid == 0:  # the child: only this thread survived
-                code = 0
-                try:
-                    blocks = [alloc.malloc(n) for n in (1, 100, 5000, 70_000, 500_000)]
-                    for addr in blocks:
-                        alloc.free(addr)
-                    for addr in keep:
-                        alloc.free(addr)
-                    alloc.check()
-                    attached = [a.attached_threads for a in alloc.stats().arenas]
-                    if sorted(attached)[-1] != 1 or sum(attached) != 1:
-                        code = 3
-                    if alloc.stats().tcache_blocks > 64:  # the dead threads' caches came home
-                        code = 4
-                except BaseException:
-                    import traceback
+        try:
+            for _ in range(3):
+                pid = os.fork()
+                if pid == 0:  # the child: only this thread survived
+                    code = 0
+                    try:
+                        blocks = [alloc.malloc(n) for n in (1, 100, 5000, 70_000, 500_000)]
+                        for addr in blocks:
+                            alloc.free(addr)
+                        for addr in keep:
+                            alloc.free(addr)
+                        alloc.check()
+                        attached = [a.attached_threads for a in alloc.stats().arenas]
+                        if sorted(attached)[-1] != 1 or sum(attached) != 1:
+                            code = 3
+                        if alloc.stats().tcache_blocks > 64:  # the dead threads' caches came home
+                            code = 4
+                    except BaseException:
+                        import traceback
 
-                    traceback.print_exc()
-                    code = 2
-                os._exit(code)
-            codes.append(_wait_child(pid))
-        stop.set()
-        for t in threads:
-            t.join()
+                        traceback.print_exc()
+                        code = 2
+                    os._exit(code)
+                codes.append(child_exit_code(pid, 30))
+        finally:  # (a child that hung fails the test: the threads must stop all the same)
+            stop.set()
+            for t in threads:
+                t.join()
         assert codes == [0, 0, 0]
         alloc.check()
         for addr in keep:
@@ -423,7 +416,7 @@ def test_fork_with_the_default_allocator() -> None:
         arenas.free(arenas.malloc(70_000))
         arenas.default_allocator().check()
         os._exit(0 if ok else 1)
-    assert _wait_child(pid) == 0
+    wait_child(pid, 30)
     assert ctypes.string_at(addr, 5) == b"hello"  # the parent's copy is its own
     arenas.free(addr)
 

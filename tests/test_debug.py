@@ -21,6 +21,7 @@ from arenas.debug import FILL_FREE, FILL_NEW, HEADER, Debugger
 
 @pytest.fixture
 def alloc() -> Allocator:
+    """A fresh debug allocator (tests/conftest.py checks and closes it after the test)."""
     return Allocator(debug=True)
 
 
@@ -107,6 +108,7 @@ def test_an_overrun_through_ctypes_is_caught_at_free(alloc: Allocator) -> None:
     alloc.free(alloc.malloc(10))
 
 
+@pytest.mark.corrupts_heap
 def test_a_corrupted_integrity_word_is_caught(alloc: Allocator) -> None:
     addr = alloc.malloc(32)
     ctypes.memset(addr - HEADER, 0, 8)  # an underrun over the integrity word

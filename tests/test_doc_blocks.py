@@ -46,12 +46,17 @@ def generated() -> ModuleType:
     return module
 
 
-DOCTEST_PAGES = [p for p in PAGES if any(">>> " in b for b in blocks(p, "python"))]
+# heap-bugs.md leaves a debug allocator with an overrun guard byte: what it shows.
+DOCTEST_PAGES = [
+    pytest.param(p, marks=pytest.mark.corrupts_heap) if p.name == "heap-bugs.md" else p
+    for p in PAGES
+    if any(">>> " in b for b in blocks(p, "python"))
+]
 SCRIPT_PAGES = [p for p in PAGES if any(">>> " not in b for b in blocks(p, "python"))]
 
 
 @pytest.mark.parametrize("page", DOCTEST_PAGES, ids=page_id)
-def test_doctest_blocks_pass(page: Path) -> None:
+def test_doctest_blocks_pass(page: Path) -> None:  # (python -m doctest docs/PAGE.md)
     result = doctest.testfile(
         str(page),
         module_relative=False,

@@ -12,8 +12,8 @@ from arenas import Allocator, AllocatorError, inspect
 
 @pytest.fixture
 def alloc() -> Allocator:
-    a = Allocator(top_pad=0)
-    return a
+    """A fresh allocator (tests/conftest.py checks and closes it after the test)."""
+    return Allocator(top_pad=0)
 
 
 def test_chunks_of_a_known_heap(alloc: Allocator) -> None:

@@ -15,6 +15,7 @@ import threading
 from typing import Any, ClassVar
 
 import pytest
+from helpers import usable_for
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -65,7 +66,7 @@ class AllocatorModel(RuleBasedStateMachine):
 
     def _malloc(self, size: int) -> int:
         addr = self.alloc.malloc(size)
-        assert self.alloc.usable_size(addr) >= size
+        assert self.alloc.usable_size(addr) == usable_for(self.alloc, addr, size)
         return self._fill(addr, size)
 
     @rule(target=blocks, n=st.integers(0, 64), size=st.integers(0, 2048))
@@ -78,6 +79,7 @@ class AllocatorModel(RuleBasedStateMachine):
     def memalign(self, alignment: int, size: int) -> int:
         addr = self.alloc.memalign(alignment, size)
         assert addr % alignment == 0
+        assert self.alloc.usable_size(addr) == usable_for(self.alloc, addr, size, alignment)
         return self._fill(addr, size)
 
     @rule(target=blocks, addr=consumes(blocks), size=SIZES)

@@ -17,14 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import replay, run_workload
 
 from arenas.cliargs import writable_dir, writable_file
 from arenas.trace import Event, drive, parse
-from stress.adapters import ADAPTERS, BytearrayAdapter, make_adapter
+from stress.adapters import ADAPTERS, BytearrayAdapter
 from stress.fastpath import bursts, churn_draws
 from stress.slabmodel import bounds, simulate
-from stress.trace import replay, synthesize
-from stress.workloads import WORKLOADS, BlockDamaged, run_workload
+from stress.trace import synthesize
+from stress.workloads import WORKLOADS, BlockDamaged
 
 ROOT = Path(__file__).resolve().parent.parent
 TRACES = sorted((ROOT / "stress" / "traces").glob("*.trace.gz"))
@@ -232,7 +233,7 @@ def test_record_a_real_program(tmp_path: Path) -> None:
     assert first[0] == "0" and first[1] in "mcraf"
     plan = parse(out)
     assert plan.events > 10
-    _, plan, left = replay(out, make_adapter("arenas"))
+    _, plan, left = replay(out, "arenas")
     assert left == plan.live_bytes_at_end
 
 
@@ -263,7 +264,7 @@ def test_record_catches_every_aligned_allocator(tmp_path: Path) -> None:
         (page, 10),
         (page, -(-5000 // page) * page),
     ]
-    _, plan, left = replay(out, make_adapter("arenas"))
+    _, plan, left = replay(out, "arenas")
     assert left == plan.live_bytes_at_end == 0
 
 
