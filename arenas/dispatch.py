@@ -98,6 +98,14 @@ class MemFunctions:
         self.id = next(self._ids)
         self.owned: dict[int, None] = {}  # guarded by _lock
 
+    def same_functions(self, other: MemFunctions) -> bool:
+        """The same three functions (bound methods of one object compare equal)."""
+        return (self.malloc_fn, self.realloc_fn, self.free_fn) == (
+            other.malloc_fn,
+            other.realloc_fn,
+            other.free_fn,
+        )
+
     def __str__(self) -> str:
         name = getattr(self.malloc_fn, "__qualname__", repr(self.malloc_fn))
         return f"replacement #{self.id} ({name})"
@@ -248,6 +256,10 @@ def set_mem_functions(
         old = _current
         if old is not None and old.owned:
             _retired.append(old)
+        revived = next((f for f in _retired if new is not None and f.same_functions(new)), None)
+        if revived is not None:  # a set installed again owns its blocks again
+            _retired.remove(revived)
+            new = revived
         _current = new
         _update()
 

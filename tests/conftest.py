@@ -97,12 +97,12 @@ def _restore_module_functions() -> None:
 
     ``set_mem_functions(None, None, None)`` uninstalls a replacement.  A set
     that still owned blocks when it was replaced is *retired*, and as long as
-    it owns one the module functions stay on their slow, replaced path; its
-    blocks cannot be freed any more (``free`` refuses a block whose owner is
-    not the installed set), so a test that leaves one would slow down, and
-    change the code path of, every later test in the process.  Its blocks
-    live in allocators this test made, all closed by the time it ends: the
-    record of them is dropped (under the dispatch table's lock).
+    it owns one the module functions stay on their slow, replaced path (a
+    program frees them by installing the same functions again), so a test
+    that leaves one would slow down, and change the code path of, every later
+    test in the process.  Its blocks live in allocators this test made, all
+    closed by the time it ends: the record of them is dropped (under the
+    dispatch table's lock; no public call forgets live blocks, on purpose).
     """
     if dispatch.replaced():
         set_mem_functions(None, None, None)

@@ -156,6 +156,11 @@ def test_blocks_never_reach_the_wrong_free() -> None:
     with pytest.raises(InvalidPointer, match=r"allocated by replacement #\d+"):
         arenas.free(mine)  # not the second set's either
     arenas.free(arenas.malloc(8))  # both sets still work
+    c.install()  # the same three functions again: the set owns its blocks again
+    arenas.free(mine)
+    assert c.allocated == 0
+    hooks.set_mem_functions(None, None, None)
+    assert not arenas.dispatch.replaced()  # no set owns a block: the plain path again
 
 
 def test_counting_exact_totals() -> None:
