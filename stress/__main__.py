@@ -16,7 +16,8 @@ Commands (``python -m stress COMMAND --help`` for each):
   instructions  machine instructions per call, arenas against glibc (valgrind)
   slabmodel  what an idealized slab allocator's footprint would be on the churn loop
 
-Bad arguments and unreadable traces print one line and exit with code 2.
+Bad arguments and unreadable traces print one line and exit with code 2;
+anything else that goes wrong is a bug, and ends in a traceback.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -46,6 +47,10 @@ DEFAULT_ALLOCATORS = list(ADAPTERS)
 
 class UsageError(Exception):
     """Bad input from the command line: reported in one line, exit code 2."""
+
+
+# A command's arguments (those after its name) -> its exit code.
+Handler = Callable[[list[str]], int]
 
 
 _quarters_shown: dict[int, int] = {}  # total -> quarters already logged
@@ -76,6 +81,16 @@ def _csv(text: str, known: Sequence[str], what: str) -> list[str]:
             f"unknown {what} {', '.join(bad) or repr(text)}; known: {', '.join(known)}"
         )
     return items
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:  # (so that nan fails too)
+        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    return value
 
 
 def _threads(text: str) -> list[int]:
@@ -201,7 +216,7 @@ def _replay_elsewhere(path: Path, allocator: str, paced: bool = False) -> dict[s
         cwd=Path(__file__).parent.parent,
     )
     if proc.returncode:
-        raise UsageError(f"replaying {path.name} through {allocator} failed: {proc.stderr.strip()}")
+        raise RuntimeError(f"replaying {path.name} through {allocator} failed:\n{proc.stderr}")
     data: dict[str, float] = json.loads(proc.stdout)
     return data
 
@@ -215,7 +230,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         paced=args.paced,
     )
     if left != plan.live_bytes_at_end:
-        raise UsageError(
+        raise RuntimeError(
             f"accounting mismatch: {left} bytes left live, trace says {plan.live_bytes_at_end}"
         )
     if args.json == "-":
@@ -268,12 +283,12 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("workload")
     run.add_argument("--allocator", default=",".join(DEFAULT_ALLOCATORS))
     run.add_argument("--threads", default="1,4")
-    run.add_argument("--scale", type=float, default=1.0)
+    run.add_argument("--scale", type=_positive, default=1.0)
     outputs(run)
 
     camp = sub.add_parser("campaign", help="the default campaign (about a minute)")
     camp.add_argument("--threads", default="1,4")
-    camp.add_argument("--scale", type=float, default=4.0)
+    camp.add_argument("--scale", type=_positive, default=4.0)
     camp.add_argument("--quick", action="store_true", help="a tiny version, for tests")
     outputs(camp)
 
@@ -311,38 +326,39 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-COMMANDS = {
-    "list": cmd_list,
-    "run": cmd_run,
-    "campaign": cmd_campaign,
-    "record": cmd_record,
-    "replay": cmd_replay,
-    "synth": cmd_synth,
+def _parsed(name: str, command: Callable[[argparse.Namespace], int]) -> Handler:
+    """A command whose arguments :func:`parser` reads (the benchmarks read their own)."""
+    return lambda rest: command(parser().parse_args([name, *rest]))
+
+
+COMMANDS: dict[str, Handler] = {
+    "campaign": _parsed("campaign", cmd_campaign),
+    "list": _parsed("list", cmd_list),
+    "run": _parsed("run", cmd_run),
+    "record": _parsed("record", cmd_record),
+    "replay": _parsed("replay", cmd_replay),
+    "synth": _parsed("synth", cmd_synth),
+    "fastpath": fastpath.main,
+    "scaling": scaling.main,
+    "binding": binding.main,
+    "instructions": instructions.main,
+    "slabmodel": slabmodel.main,
 }
 
 
 def main(argv: list[str]) -> int:
-    benchmarks = {
-        "fastpath": fastpath.main,
-        "scaling": scaling.main,
-        "binding": binding.main,
-        "instructions": instructions.main,
-        "slabmodel": slabmodel.main,
-    }
-    if argv and argv[0] in benchmarks:
-        return benchmarks[argv[0]](argv[1:])
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
         argv = ["campaign", *argv]  # options alone: the default campaign's
-    args = parser().parse_args(argv)
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        parser().parse_args(argv)  # --help, or no such command: argparse says so, and exits
     try:
-        if getattr(args, "scale", 1.0) <= 0:
-            raise UsageError("--scale must be positive")
-        return COMMANDS[args.cmd](args)
-    except (UsageError, TraceError, ValueError) as exc:
-        print(f"python -m stress {args.cmd}: {exc}", file=sys.stderr)
+        return COMMANDS[name](rest)
+    except (UsageError, TraceError) as exc:
+        print(f"python -m stress {name}: {exc}", file=sys.stderr)
         return 2
     except MemoryError as exc:  # a trace (or a scale) bigger than the allocator can serve
-        print(f"python -m stress {args.cmd}: out of memory: {exc}", file=sys.stderr)
+        print(f"python -m stress {name}: out of memory: {exc}", file=sys.stderr)
         return 1
 
 

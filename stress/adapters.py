@@ -36,6 +36,8 @@ from typing import Any
 
 import arenas
 
+from .harness import glibc, glibc_footprint
+
 __all__ = ["ADAPTERS", "Adapter", "make_adapter"]
 
 
@@ -109,46 +111,9 @@ class ArenasAdapter(Adapter):
 
 
 # ====================================================================== glibc
-class _Mallinfo2(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in (
-            "arena",
-            "ordblks",
-            "smblks",
-            "hblks",
-            "hblkhd",
-            "usmblks",
-            "fsmblks",
-            "uordblks",
-            "fordblks",
-            "keepcost",
-        )
-    ]
-
-
-_libc = ctypes.CDLL(None)
-_libc.malloc.restype = ctypes.c_void_p
-_libc.malloc.argtypes = [ctypes.c_size_t]
-_libc.free.restype = None
-_libc.free.argtypes = [ctypes.c_void_p]
-_libc.realloc.restype = ctypes.c_void_p
-_libc.realloc.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-_libc.calloc.restype = ctypes.c_void_p
-_libc.calloc.argtypes = [ctypes.c_size_t, ctypes.c_size_t]
-_libc.memalign.restype = ctypes.c_void_p
-_libc.memalign.argtypes = [ctypes.c_size_t, ctypes.c_size_t]
-_mallinfo2 = getattr(_libc, "mallinfo2", None)
-if _mallinfo2 is not None:
-    _mallinfo2.restype = _Mallinfo2
-
-
-def glibc_footprint() -> int:
-    """glibc's bytes from the system: mallinfo2's arena + hblkhd (0 if unavailable)."""
-    if _mallinfo2 is None:
-        return 0
-    info = _mallinfo2()
-    return int(info.arena + info.hblkhd)
+_malloc, _free, _realloc, _calloc, _memalign = glibc(
+    "malloc", "free", "realloc", "calloc", "memalign"
+)
 
 
 class GlibcAdapter(Adapter):
@@ -158,19 +123,19 @@ class GlibcAdapter(Adapter):
         self._base = glibc_footprint()
 
     def malloc(self, size: int) -> int:
-        return int(_libc.malloc(size) or 0)
+        return int(_malloc(size) or 0)
 
     def free(self, addr: int) -> None:
-        _libc.free(addr)
+        _free(addr)
 
     def realloc(self, addr: int, size: int) -> int:
-        return int(_libc.realloc(addr, size) or 0)
+        return int(_realloc(addr, size) or 0)
 
     def calloc(self, n: int, size: int) -> int:
-        return int(_libc.calloc(n, size) or 0)
+        return int(_calloc(n, size) or 0)
 
     def memalign(self, alignment: int, size: int) -> int:
-        return int(_libc.memalign(alignment, size) or 0)
+        return int(_memalign(alignment, size) or 0)
 
     def footprint(self) -> int:
         # glibc also serves the interpreter itself: count growth since we began.

@@ -26,18 +26,17 @@ Run: ``python -m stress binding`` (``--help`` for options).
 from __future__ import annotations
 
 import argparse
-import random
+import itertools
 import statistics
 import sys
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 from arenas import hotpath
 from arenas.slab import CLASS_OF, NCLASSES
 
-from .scaling import interpreter_name
+from .harness import interpreter_name, run_in_threads
 
 Pair = tuple[Callable[[int], int], Callable[[int], None]]
 
@@ -122,29 +121,14 @@ def _variants() -> dict[str, tuple[threading.local, Pair]]:
 
 def pairs_in_threads(n_threads: int, steps: int, tls: threading.local, pair: Pair) -> float:
     """Aggregate malloc+free pairs per second, ``steps`` shared among the threads."""
-    per = steps // n_threads
-    start_line = threading.Barrier(n_threads + 1)
-    starts: list[float] = []
-    ends: list[float] = []
+    thread_numbers = itertools.count()
 
-    def work(k: int) -> None:
-        tls.cache = _State(k)  # this thread's own state, made by this thread
-        malloc, free = pair
-        rng = random.Random(k)
-        sizes = [rng.randint(16, 1024) for _ in range(per)]
-        start_line.wait()
-        starts.append(time.perf_counter())
-        for size in sizes:
-            free(malloc(size))
-        ends.append(time.perf_counter())
+    def bind() -> Pair:
+        tls.cache = _State(next(thread_numbers))  # this thread's own state, made by this thread
+        return pair
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(n_threads)]
-    for t in threads:
-        t.start()
-    start_line.wait()
-    for t in threads:
-        t.join()
-    return per * n_threads / (max(ends) - min(starts))
+    # seed 0: thread k draws from random.Random(k), as this benchmark always has
+    return run_in_threads(n_threads, steps, "pairs", bind, seed=0)
 
 
 def main(argv: list[str] | None = None) -> int:

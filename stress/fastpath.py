@@ -30,7 +30,6 @@ arenas allocator measured.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import queue
@@ -46,22 +45,21 @@ from typing import Any
 
 import arenas
 from arenas.cliargs import writable_file
-from arenas.tunables import parse_tunables
+from arenas.tunables import M_TOP_PAD, M_TRIM_THRESHOLD, parse_tunables
 
-from . import scaling
-from .adapters import glibc_footprint
-
-Malloc = Callable[[int], Any]
-Free = Callable[[Any], None]
-
-
-def _glibc() -> tuple[Malloc, Free]:
-    libc = ctypes.CDLL(None)
-    libc.malloc.restype = ctypes.c_void_p
-    libc.malloc.argtypes = [ctypes.c_size_t]
-    libc.free.restype = None
-    libc.free.argtypes = [ctypes.c_void_p]
-    return libc.malloc, libc.free
+from .harness import (
+    LIVE,
+    Free,
+    Malloc,
+    churn_draws,
+    churn_loop,
+    floor_functions,
+    glibc,
+    glibc_footprint,
+    glibc_functions,
+    pairs_loop,
+    run_in_threads,
+)
 
 
 def _mp_heap() -> tuple[Malloc, Free]:
@@ -70,7 +68,7 @@ def _mp_heap() -> tuple[Malloc, Free]:
 
 
 def _floor() -> tuple[Malloc, Free]:
-    return scaling.floor_functions(BURST)
+    return floor_functions(BURST)
 
 
 def _arenas() -> tuple[Malloc, Free]:
@@ -90,18 +88,10 @@ def _arenas_instance() -> tuple[Malloc, Free]:
 COMPETITORS: dict[str, Callable[[], tuple[Malloc, Free]]] = {
     "arenas": _arenas,
     "arenas Allocator()": _arenas_instance,
-    "glibc-ctypes": _glibc,
+    "glibc-ctypes": glibc_functions,
     "mp-heap": _mp_heap,
     "floor": _floor,
 }
-
-
-def churn_draws(steps: int, live: int, seed: int) -> tuple[list[int], list[int]]:
-    """The churn loop's request sizes (16..1024) and the slot each step replaces."""
-    rng = random.Random(seed)
-    sizes = [rng.randint(16, 1024) for _ in range(steps)]
-    slots = [rng.randrange(live) for _ in range(steps)]
-    return sizes, slots
 
 
 BURST = 10_000
@@ -153,8 +143,7 @@ def bursts(
 def pairs(malloc: Malloc, free: Free, sizes: list[int]) -> float:
     """malloc+free pairs per second."""
     start = time.perf_counter()
-    for size in sizes:
-        free(malloc(size))
+    pairs_loop(malloc, free, sizes)
     return len(sizes) / (time.perf_counter() - start)
 
 
@@ -162,9 +151,7 @@ def churn(malloc: Malloc, free: Free, sizes: list[int], slots: list[int], live: 
     """Replace a random one of ``live`` blocks per step; steps per second."""
     blocks = [malloc(size) for size in sizes[:live]]
     start = time.perf_counter()
-    for size, slot in zip(sizes, slots, strict=True):
-        free(blocks[slot])
-        blocks[slot] = malloc(size)
+    churn_loop(malloc, free, blocks, sizes, slots)
     elapsed = time.perf_counter() - start
     for block in blocks:
         free(block)
@@ -230,10 +217,8 @@ class Result:
 
 def thread_scaling(n_threads: int, steps: int, seed: int) -> float:
     """The churn loop (1,000 live blocks per thread) through the module-level API,
-    in ``n_threads`` threads (see :mod:`stress.scaling`)."""
-    return scaling.run_in_threads(
-        n_threads, steps, "churn", lambda: (arenas.malloc, arenas.free), seed
-    )
+    in ``n_threads`` threads (see :func:`stress.harness.run_in_threads`)."""
+    return run_in_threads(n_threads, steps, "churn", lambda: (arenas.malloc, arenas.free), seed)
 
 
 Measure = Callable[[], tuple[int, int]]
@@ -300,15 +285,10 @@ def glibc_footprint_ratio(steps: int, live: int, seed: int) -> float:
     return float(out.stdout)
 
 
-M_TRIM_THRESHOLD = -1
-M_TOP_PAD = -2
-
-
 def _glibc_footprint_here(steps: int, live: int, seed: int) -> float:
-    libc = ctypes.CDLL(None)
-    libc.mallopt(M_TOP_PAD, 0)
-    libc.mallopt(M_TRIM_THRESHOLD, 0)
-    malloc, free = _glibc()
+    mallopt, malloc, free = glibc("mallopt", "malloc", "free")
+    mallopt(M_TOP_PAD, 0)  # (arenas' mallopt numbers are glibc's)
+    mallopt(M_TRIM_THRESHOLD, 0)
     base = [0]
     ratio: list[float] = []
 
@@ -364,7 +344,7 @@ def _footprint(
 
 
 def run(n: int, rounds: int, seed: int, progress: bool = True) -> Result:
-    sizes, slots = churn_draws(n, 1000, seed)
+    sizes, slots = churn_draws(n, LIVE, seed)
     best_pairs: dict[str, float] = {}
     best_churn: dict[str, float] = {}
     best_bursts: dict[str, float] = {}
@@ -380,7 +360,7 @@ def run(n: int, rounds: int, seed: int, progress: bool = True) -> Result:
             malloc, free = make()
             best_pairs[name] = max(best_pairs.get(name, 0.0), pairs(malloc, free, sizes))
             best_churn[name] = max(
-                best_churn.get(name, 0.0), churn(malloc, free, sizes, slots, 1000)
+                best_churn.get(name, 0.0), churn(malloc, free, sizes, slots, LIVE)
             )
             best_bursts[name] = max(best_bursts.get(name, 0.0), bursts(malloc, free, sizes, order))
             best_batches[name] = max(
@@ -396,8 +376,8 @@ def run(n: int, rounds: int, seed: int, progress: bool = True) -> Result:
     for _ in range(rounds):  # interleaved, so that a busy spell of the machine hits both
         t1 = max(t1, thread_scaling(1, n, seed))
         t8 = max(t8, thread_scaling(8, n, seed))
-    memory = footprint(n, 1000, seed)
-    glibc_ratio = glibc_footprint_ratio(n, 1000, seed)
+    memory = footprint(n, LIVE, seed)
+    glibc_ratio = glibc_footprint_ratio(n, LIVE, seed)
     if progress:
         print("\r" + " " * 40 + "\r", end="", file=sys.stderr)
     return Result(
@@ -479,8 +459,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.n < 1000 or args.rounds < 1:
         parser.error("-n must be at least 1000 and --rounds at least 1")
     if args.memory_only:
-        memory = footprint(args.n, 1000, args.seed)
-        glibc_ratio = glibc_footprint_ratio(args.n, 1000, args.seed)
+        memory = footprint(args.n, LIVE, args.seed)
+        glibc_ratio = glibc_footprint_ratio(args.n, LIVE, args.seed)
         print("\n".join(memory_report(memory, glibc_ratio)))
         return 0
     result = run(args.n, args.rounds, args.seed)

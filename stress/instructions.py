@@ -22,21 +22,19 @@ Run: ``python -m stress instructions`` (needs valgrind; a few minutes).
 from __future__ import annotations
 
 import argparse
-import ctypes
-import random
 import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
-from typing import Any
+
+from .harness import LIVE, Free, Malloc, churn_draws, churn_loop, glibc_functions, pairs_loop
 
 WARM = 20_000
 ALLOCATORS = ("arenas", "arenas Allocator()", "glibc-ctypes", "floor")
 LOOPS = ("pairs", "churn")
 
 
-def _functions(name: str) -> tuple[Callable[[int], Any], Callable[[Any], None]]:
+def _functions(name: str) -> tuple[Malloc, Free]:
     if name == "arenas":
         from arenas import free, malloc  # before any call, as a program writes it
 
@@ -47,10 +45,7 @@ def _functions(name: str) -> tuple[Callable[[int], Any], Callable[[Any], None]]:
         alloc = arenas.Allocator()
         return alloc.malloc, alloc.free
     if name == "glibc-ctypes":
-        libc = ctypes.CDLL(None)
-        malloc = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_size_t)(("malloc", libc))
-        free = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(("free", libc))
-        return malloc, free
+        return glibc_functions()
     stack = list(range(1 << 40, (1 << 40) + 2048))
     return (lambda size: stack.pop()), stack.append
 
@@ -59,23 +54,16 @@ def child(name: str, loop: str, n: int) -> None:
     """The measured process: the draws, then (unless ``name`` is "none") the loop."""
     import arenas  # (imported by every run alike, the baseline's included)
 
-    rng = random.Random(1)
-    sizes = [rng.randint(16, 1024) for _ in range(n)]
-    slots = [rng.randrange(1000) for _ in range(n)]
+    sizes, slots = churn_draws(n, LIVE, seed=1)
     del arenas
     if name == "none":
         return
     malloc, free = _functions(name)
-    for size in sizes[:WARM]:
-        free(malloc(size))
+    pairs_loop(malloc, free, sizes[:WARM])
     if loop == "pairs":
-        for size in sizes:
-            free(malloc(size))
+        pairs_loop(malloc, free, sizes)
     else:
-        blocks = [malloc(size) for size in sizes[:1000]]
-        for size, slot in zip(sizes, slots, strict=True):
-            free(blocks[slot])
-            blocks[slot] = malloc(size)
+        churn_loop(malloc, free, [malloc(size) for size in sizes[:LIVE]], sizes, slots)
 
 
 def count(name: str, loop: str, n: int) -> int:
@@ -117,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("-n must be at least 1000")
     if shutil.which("valgrind") is None:
         parser.error("needs valgrind (apt-get install valgrind)")
-    ops = {"pairs": args.n + WARM, "churn": args.n + WARM + 1000}
+    ops = {"pairs": args.n + WARM, "churn": args.n + WARM + LIVE}
     per_op: dict[tuple[str, str], float] = {}
     for loop in LOOPS:
         base = count("none", loop, args.n)

@@ -46,16 +46,12 @@ Run: ``python -m stress scaling`` (``--help`` for options).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import platform
-import random
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from multiprocessing.heap import Heap
@@ -67,28 +63,21 @@ from arenas import free as arenas_free
 from arenas import malloc as arenas_malloc
 from arenas.cliargs import writable_file
 
-Malloc = Callable[[int], Any]
-Free = Callable[[Any], None]
-# Called in each worker thread: the malloc and free that thread uses.
-Binder = Callable[[], tuple[Malloc, Free]]
+from .harness import (
+    LOOPS,
+    Binder,
+    Free,
+    Malloc,
+    floor_functions,
+    glibc_functions,
+    interpreter_name,
+    run_in_threads,
+)
 
-LOOPS: dict[str, tuple[int, int, int]] = {  # name -> (smallest, largest size, live blocks)
-    "pairs": (16, 1024, 0),
-    "churn": (16, 1024, 1000),
-    "chunks": (70_000, 120_000, 64),
-}
 # How many steps a measurement runs, relative to -n, per loop and allocator:
 # the slow ones run fewer, so that every measurement takes about as long.
 WORK: dict[str, float] = {"pairs": 1.0, "churn": 1.0, "chunks": 0.1}
 SLOW = {"mp-heap": 0.1}
-
-
-def glibc_functions() -> tuple[Malloc, Free]:
-    """glibc's malloc and free as new ctypes function objects (one pair per thread)."""
-    libc = ctypes.CDLL(None)
-    malloc = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_size_t)(("malloc", libc))
-    free = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(("free", libc))
-    return malloc, free
 
 
 def _module_api() -> tuple[Malloc, Free]:
@@ -127,21 +116,6 @@ class _Plain:
         pass
 
 
-def floor_functions(blocks: int = 2048) -> tuple[Malloc, Free]:
-    """A free list of the calling thread's own, of ``blocks`` handles: the cost of the
-    calls and the loop, nothing more (every benchmark's floor)."""
-    stack = list(range(1 << 40, (1 << 40) + blocks))
-    pop, push = stack.pop, stack.append
-
-    def malloc(size: int) -> int:
-        return pop()
-
-    def free(addr: int) -> None:
-        push(addr)
-
-    return malloc, free
-
-
 ALLOCATORS: dict[str, Callable[[], Any]] = {
     "arenas": lambda: _Plain(_module_api),
     "arenas arena_max=1": _OneArena,
@@ -152,64 +126,6 @@ ALLOCATORS: dict[str, Callable[[], Any]] = {
 SKIP = {("chunks", "mp-heap")}
 
 
-def run_in_threads(
-    n_threads: int, steps: int, loop: str, bind: Binder, seed: int, live: int | None = None
-) -> float:
-    """Aggregate steps per second of ``loop`` in ``n_threads`` threads sharing ``steps``.
-
-    Each thread binds its own malloc and free, draws its own sizes, fills its
-    live slots, waits at a barrier, stamps the time, runs its share, stamps
-    it again and waits; then it frees what it holds.  The time is from the
-    first worker's start stamp to the last worker's end stamp: the workers'
-    own clocks, since under the GIL the measuring thread may not run again
-    until they are done, and none of their preparation counts.
-    """
-    lo, hi, default_live = LOOPS[loop]
-    slots_live = default_live if live is None else live
-    per = max(steps // n_threads, 1)
-    start_line = threading.Barrier(n_threads + 1)
-    finish_line = threading.Barrier(n_threads + 1)
-    starts: list[float] = []
-    ends: list[float] = []
-    errors: list[BaseException] = []
-
-    def work(k: int) -> None:
-        try:
-            malloc, free = bind()
-            rng = random.Random(seed * 1000 + k)
-            sizes = [rng.randint(lo, hi) for _ in range(per)]
-            slots = [rng.randrange(slots_live) for _ in range(per)] if slots_live else []
-            blocks = [malloc(rng.randint(lo, hi)) for _ in range(slots_live)]
-        except BaseException as exc:  # (reported below, after the barriers)
-            errors.append(exc)
-            sizes, slots, blocks = [], [], []
-        start_line.wait()
-        starts.append(time.perf_counter())
-        if not errors:
-            if slots_live:
-                for size, slot in zip(sizes, slots, strict=True):
-                    free(blocks[slot])
-                    blocks[slot] = malloc(size)
-            else:
-                for size in sizes:
-                    free(malloc(size))
-        ends.append(time.perf_counter())
-        finish_line.wait()
-        for block in blocks:
-            free(block)
-
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(n_threads)]
-    for t in threads:
-        t.start()
-    start_line.wait()
-    finish_line.wait()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    return per * n_threads / (max(ends) - min(starts))
-
-
 @dataclass
 class Point:
     interpreter: str
@@ -218,13 +134,6 @@ class Point:
     threads: int
     ops_per_s: float  # median over the rounds
     runs: list[float]
-
-
-def interpreter_name() -> str:
-    """``CPython 3.13.5 free-threaded`` or ``CPython 3.11.7``."""
-    free_threaded = getattr(sys, "_is_gil_enabled", lambda: True)() is False
-    suffix = " free-threaded" if free_threaded else ""
-    return f"{platform.python_implementation()} {platform.python_version()}{suffix}"
 
 
 def run(

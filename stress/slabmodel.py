@@ -46,9 +46,8 @@ from dataclasses import dataclass
 from arenas.chunk import CHUNK_HDR_SZ
 from arenas.slab import CLASS_SIZES, SLAB_BLOCKS, blocks_for, class_sizes
 
-from .fastpath import churn_draws
+from .harness import LIVE, churn_draws
 
-LIVE = 1000
 NOTES = {1: " (balloc's, above 128 B)", 4: " (arenas)"}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import gzip
 import itertools
 import json
@@ -22,7 +23,8 @@ from helpers import replay, run_workload
 from arenas.cliargs import writable_dir, writable_file
 from arenas.trace import Event, drive, parse
 from stress.adapters import ADAPTERS, BytearrayAdapter
-from stress.fastpath import bursts, churn_draws
+from stress.fastpath import bursts
+from stress.harness import LOOPS, churn_draws, run_in_threads
 from stress.slabmodel import bounds, simulate
 from stress.trace import synthesize
 from stress.workloads import WORKLOADS, BlockDamaged
@@ -143,7 +145,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         (("run", "nonsense"), "unknown workload"),
         (("run", "larson", "--allocator", "jemalloc"), "unknown allocator"),
         (("run", "larson", "--threads", "x"), "comma-separated"),
-        (("run", "larson", "--scale", "-1"), "--scale must be positive"),
+        (("run", "larson", "--scale", "-1"), "argument --scale: must be positive"),
+        (("campaign", "--scale", "x"), "argument --scale: not a number"),
         (("replay", "/nonexistent.trace"), "cannot read"),
         (("record", "-o", "/tmp/x.trace"), "nothing to record"),
         (("bogus",), "invalid choice"),
@@ -171,6 +174,45 @@ def test_bad_arguments_exit_2_without_a_traceback(args: tuple[str, ...], needle:
     assert proc.returncode == 2
     assert needle in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "module", "name"),
+    [
+        (("run", "larson", "--threads", "1"), "stress.__main__", "run_workload"),
+        (("fastpath", "-n", "1000"), "stress.fastpath", "run"),
+    ],
+)
+def test_a_value_error_while_running_is_a_traceback_not_exit_2(
+    args: tuple[str, ...], module: str, name: str
+) -> None:
+    # Exit code 2 means "your arguments": a ValueError from a running command is a bug.
+    code = (
+        f"import sys, {module} as target, stress.__main__ as cli\n"
+        "def fail(*args, **kwargs):\n"
+        "    raise ValueError('a bug')\n"
+        f"target.{name} = fail\n"
+        f"sys.exit(cli.main({list(args)!r}))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert proc.returncode not in (0, 2)
+    assert "Traceback" in proc.stderr and "ValueError: a bug" in proc.stderr
+
+
+def test_no_benchmark_imports_another() -> None:
+    # What two benchmarks share lives in stress/harness.py: fastpath, say, is no library.
+    benchmarks = {"fastpath", "scaling", "binding", "instructions", "slabmodel"}
+    for name in benchmarks:
+        imported: set[str] = set()
+        for node in ast.walk(ast.parse((ROOT / "stress" / f"{name}.py").read_text())):
+            if isinstance(node, ast.Import):
+                imported.update(part for alias in node.names for part in alias.name.split("."))
+            elif isinstance(node, ast.ImportFrom):
+                imported.update((node.module or "").split("."))
+                imported.update(alias.name for alias in node.names)
+        assert not imported & (benchmarks - {name}), name
 
 
 def test_output_checks_leave_no_trace(tmp_path: Path) -> None:
@@ -357,9 +399,7 @@ def test_handoff_frees_every_block_once_in_another_thread() -> None:
     assert here not in {thread for _, thread in freed}
 
 
-def test_scaling_threads_each_run_their_share_with_their_own_functions() -> None:
-    from stress import scaling
-
+def test_threads_each_run_their_share_with_their_own_functions() -> None:
     bound: list[int] = []
     calls = {"malloc": 0}
     lock = threading.Lock()
@@ -378,7 +418,7 @@ def test_scaling_threads_each_run_their_share_with_their_own_functions() -> None
     for loop, live in (("pairs", 0), ("churn", 1000)):
         calls["malloc"] = 0
         bound.clear()
-        rate = scaling.run_in_threads(4, 8000, loop, bind, seed=1)
+        rate = run_in_threads(4, 8000, loop, bind, seed=1)
         assert rate > 0
         assert calls["malloc"] == 8000 + 4 * live  # the steps, and each thread's slots
         assert len(set(bound)) == len(bound) == 4  # every thread bound its own
@@ -390,7 +430,7 @@ def test_scaling_reports_every_loop_and_allocator(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     points = json.loads(out.read_text())["points"]
     seen = {(p["loop"], p["allocator"], p["threads"]) for p in points}
-    from stress.scaling import ALLOCATORS, LOOPS, SKIP
+    from stress.scaling import ALLOCATORS, SKIP
 
     assert seen == {
         (loop, name, n)
