@@ -19,7 +19,7 @@ STAMP  := $(VENV)/.installed
 # How long the race hunt runs, in seconds, over all its tunable sets.
 HUNT_SECONDS ?= 60
 
-.PHONY: run test hunt lint bench clean
+.PHONY: run test hunt lint bench docs page-size clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,28 @@ hunt: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m stress fastpath
 	$(PY) -m stress scaling
+
+# The pictures of docs/: the tutorial's, the producer/consumer page and its
+# snapshot, and the page seen in headless Chromium at its first, middle and last
+# frames, alone and beside arena_max=1 (needs Debian's chromium).
+TIMELINE_TRACE := stress/traces/python-producer-consumer.trace.gz
+docs: $(STAMP)
+	$(PY) -m arenas.timeline --tutorial docs/img
+	$(PY) -m arenas.timeline $(TIMELINE_TRACE) --html docs/img/timeline-producer-consumer.html \
+	    --png docs/img/timeline-producer-consumer.png
+	$(PY) tests/cdp.py docs/img/timeline-producer-consumer.html docs/img/timeline
+	mkdir -p build
+	$(PY) -m arenas.timeline $(TIMELINE_TRACE) --compare arena_max=1 --html build/timeline-compare.html
+	$(PY) tests/cdp.py build/timeline-compare.html docs/img/timeline-compare middle
+
+# The page sizes docs/tutorial.md quotes: the largest shipped trace's page, and
+# a synthetic trace of a million events in four threads.
+page-size: $(STAMP)
+	mkdir -p build
+	$(PY) -m arenas.timeline stress/traces/python-json-threads.trace.gz --html build/json-threads.html
+	$(PY) -m stress synth -o build/million.trace.gz --events 1000000
+	$(PY) -m arenas.timeline build/million.trace.gz --html build/million.html
+	@wc -c build/json-threads.html build/million.html
 
 lint: $(STAMP)
 	test -n "$(DEFAULT_PYTHON)" || { echo "make lint runs in the default .venv (PYTHON=python3)"; exit 2; }

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from .allocator import Allocator
 from .arena import Arena
-from .bins import NSMALLBINS, UNSORTED, largebin_index
+from .bins import NSMALLBINS, UNSORTED, bin_index
 from .chunk import (
     FLAG_BITS,
     IS_MMAPPED,
@@ -42,7 +42,7 @@ from .dispatch import default_allocator
 from .heap import HEAP_INFO_SIZE, Heap
 from .slab import CLASS_SIZES, CLASS_SLAB_BYTES
 
-__all__ = ["ChunkInfo", "arenas", "bins", "chunks", "heap", "vis_heap_chunks"]
+__all__ = ["ChunkInfo", "arenas", "bin_name", "bins", "chunks", "heap", "vis_heap_chunks"]
 
 _RESET = "\x1b[0m"
 _NO_LINKS = "fd | bk in glibc; here the bins keep the links, so: old bytes"
@@ -59,6 +59,7 @@ class ChunkInfo:
     flags: int
     state: str  # "in use", "free", "slab", "top", "fence"
     detail: str = ""
+    bin: int = 0  # a free chunk's bin, glibc's numbering (1 unsorted, 2..63 small, 64.. large)
 
     @property
     def flag_text(self) -> str:
@@ -86,12 +87,15 @@ def _arena(alloc: Allocator | None, index: int) -> tuple[Allocator, Arena]:
     return alloc, alloc.arena(index)
 
 
-def _where(arena: Arena, chunk: int, size: int) -> str:
-    if chunk in arena.bins.unsorted:
+def _bin_of(arena: Arena, chunk: int, size: int) -> int:
+    return UNSORTED if chunk in arena.bins.unsorted else bin_index(size)
+
+
+def bin_name(bin_number: int) -> str:
+    """What a bin is called: "unsorted bin", "small bin 12", "large bin 70" (glibc's numbers)."""
+    if bin_number == UNSORTED:
         return "unsorted bin"
-    if size < NSMALLBINS * 16:
-        return f"small bin {size >> 4}"
-    return f"large bin {largebin_index(size)}"
+    return f"{'small' if bin_number < NSMALLBINS else 'large'} bin {bin_number}"
 
 
 def heap_chunks(arena: Arena, heap: Heap[Arena]) -> list[ChunkInfo]:
@@ -100,8 +104,10 @@ def heap_chunks(arena: Arena, heap: Heap[Arena]) -> list[ChunkInfo]:
     for chunk, head, state in arena.walk(heap):
         size = head & SIZE_BITS
         detail = ""
+        bin_number = 0
         if state == "free":
-            detail = _where(arena, chunk, size)
+            bin_number = _bin_of(arena, chunk, size)
+            detail = bin_name(bin_number)
         elif state == "slab":
             slab = arena.slab_pool.slabs[chunk]
             detail = f"{slab.capacity} x {slab.size} B, {slab.nfree} free"
@@ -109,7 +115,7 @@ def heap_chunks(arena: Arena, heap: Heap[Arena]) -> list[ChunkInfo]:
             detail = "size field damaged"
         elif state in ("top", "fence"):
             size = heap.end - chunk
-        out.append(ChunkInfo(chunk, size, head & FLAG_BITS, state, detail))
+        out.append(ChunkInfo(chunk, size, head & FLAG_BITS, state, detail, bin_number))
     return out
 
 

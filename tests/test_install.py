@@ -94,7 +94,7 @@ def test_the_installed_wheel_replays_a_shipped_trace_without_the_repository(
     assert html.startswith("<!DOCTYPE html>") and f"<title>arenas: {TRACE.name}</title>" in html
     data = re.search(r"const DATA = (.*);\n", html)
     assert data is not None, "the page carries no frames"
-    frames = json.loads(data.group(1))["frames"]
+    frames = json.loads(data.group(1))["runs"][0]["frames"]
     plan = parse(TRACE)
     assert frames[0]["label"] == "start" and frames[-1]["label"] == "end"
     assert frames[-1]["event"] == sum(len(events) for events in plan.threads.values())
