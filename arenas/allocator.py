@@ -450,7 +450,7 @@ class Allocator:
             return slab.region, CLASS_SIZES[cls]
         heap = self._heap_of(addr)
         if heap is not None:
-            size = heap.arena.in_use.get(addr)
+            size = fork.lookup(heap.arena.in_use, addr)
             if size is None or addr in heap.arena.lent:
                 bad = self._caches.diagnose(addr) or heap.arena.diagnose_bad_pointer(addr)
                 raise for_call(bad, op, addr)

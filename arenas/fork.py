@@ -30,6 +30,17 @@ level  name          locks
                      unmaps
 =====  ============  ========================================================
 
+Per-object locks.  On free-threaded CPython 3.13, a dict's or a list's own
+lock is taken by ``dict.get``, ``pop``, ``copy``, iteration and stores, and
+a fork while one thread waits for it can leave it held, in the child, by a
+thread the child lacks: the child's next such operation on that object
+hangs (``tests/test_adversarial.py`` forks 8 threads' ``dict.get`` and
+``pop`` to show it).  A subscript and ``in`` take no lock.  So a table read
+by threads that hold none of its writer's locks is read with :func:`lookup`,
+and what the child must take from a table other threads popped without a
+lock (a thread cache's live table) is rebuilt from lock-free reads
+(:meth:`arenas.tcache.ThreadCaches.fork_child`).
+
 Locking: the list of participants has its own lock.  It is taken after
 level 0 (creating the default allocator registers one) and held from the
 snapshot to the fork, so no participant can appear half-registered.  What a
@@ -45,7 +56,7 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 __all__ = [
     "ALLOCATOR",
@@ -55,9 +66,22 @@ __all__ = [
     "ForkSafe",
     "LockSet",
     "OneLock",
+    "lookup",
     "participants",
     "register",
 ]
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def lookup(table: dict[K, V], key: K) -> V | None:
+    """``table.get(key)``, without taking the dict's own lock (see the opening)."""
+    try:
+        return table[key]
+    except KeyError:
+        return None
+
 
 DEFAULT = 0
 WRAPPER = 1

@@ -227,7 +227,7 @@ class HeapTable(Generic[OwnerT], fork.OneLock):
     def heap_for_ptr(self, addr: int) -> Heap[OwnerT] | None:
         """The heap holding ``addr``: an aligned heap by masking (glibc's ``heap_for_ptr``),
         else the main heap by range; None in no heap (a mapped chunk, foreign memory)."""
-        heap = self.heaps.get(addr & self.mask)
+        heap = fork.lookup(self.heaps, addr & self.mask)
         if heap is None:
             main = self.main
             if main is not None and main.base <= addr < main.base + main.max_size:

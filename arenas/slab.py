@@ -246,7 +246,7 @@ class SlabTable(fork.OneLock):
 
     def slab_of(self, addr: int, cls: int) -> Slab | None:
         """The slab of class ``cls`` whose chunk holds ``addr``, or None."""
-        slab = _holder(self.slabs.get(addr & -CLASS_WINDOWS[cls], ()), addr)
+        slab = _holder(fork.lookup(self.slabs, addr & -CLASS_WINDOWS[cls]) or (), addr)
         return slab if slab is not None and slab.cls == cls else None
 
     def owners(self, blocks: list[int], cls: int) -> list[Slab]:
@@ -268,7 +268,7 @@ class SlabTable(fork.OneLock):
     def find(self, addr: int) -> Slab | None:
         """The slab holding ``addr`` whatever its class (slow: tries every window)."""
         for window in sorted(set(CLASS_WINDOWS)):
-            slab = _holder(self.slabs.get(addr & -window, ()), addr)
+            slab = _holder(fork.lookup(self.slabs, addr & -window) or (), addr)
             if slab is not None:
                 return slab
         return None

@@ -59,8 +59,9 @@ import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
+from . import fork
 from .arena import Arena
-from .chunk import checked_address
+from .chunk import CHUNK_HDR_SZ, checked_address
 from .errors import CLOSED, AllocatorError, DoubleFree, HeapCorruption, InvalidPointer
 from .registry import ArenaRegistry
 from .slab import CLASS_OF, CLASS_SIZES, NCLASSES, Slab, SlabPool, SlabTable
@@ -272,15 +273,16 @@ class ThreadCaches:
     def claim_from(self, addr: int) -> tuple[int | None, dict[int, int]]:
         """:meth:`claim`, and the table it was found in (or an empty one)."""
         for table in self.live_tables:
-            cls = table.pop(addr, None)
-            if cls is not None:
-                return cls, table
+            if addr in table:  # (no lock taken: only the table that holds it is popped)
+                cls = table.pop(addr, None)
+                if cls is not None:
+                    return cls, table
         return None, _NO_TABLE
 
     def find(self, addr: int) -> int | None:
         """The class of the live slab block ``addr``, or None (it stays live)."""
         for table in self.live_tables:
-            cls = table.get(addr)
+            cls = fork.lookup(table, addr)
             if cls is not None:
                 return cls
         return None
@@ -523,12 +525,38 @@ class ThreadCaches:
         survivor: ThreadCache | None = getattr(self.tls, "cache", None)
         if survivor is not None:
             survivor.pid = os.getpid()
+        self._fresh_live_tables(survivor)
+        self.exited = []  # (every thread but this one leaves below, queued or not)
         for token, held in list(self.threads.items()):
             if survivor is None or token != survivor.token:
                 self._flush_bins(held.bins)
                 del self.threads[token]
                 self._abandon(held.live)
         self._reclaim_orphans()
+
+    def _fresh_live_tables(self, survivor: ThreadCache | None) -> None:
+        """New live tables with the old ones' entries, read without their locks.
+
+        Other threads popped these tables without a lock of ours, so one may be
+        locked for good in this child (see :mod:`arenas.fork`).  Every block a
+        slab ever handed out is a candidate; ``in`` and a subscript take no lock.
+        """
+        candidates = [
+            addr
+            for arena in self.registry.arenas
+            for slab in arena.slab_pool.slabs.values()
+            for addr in range(slab.base + CHUNK_HDR_SZ, slab.bump, slab.size)
+        ]
+        fresh = {
+            id(old): {addr: old[addr] for addr in candidates if addr in old}
+            for old in self.live_tables
+        }
+        self.live_tables = tuple(fresh[id(old)] for old in self.live_tables)
+        self.abandoned = [fresh[id(old)] for old in self.abandoned]
+        for token, held in self.threads.items():
+            self.threads[token] = held._replace(live=fresh[id(held.live)])
+        if survivor is not None:
+            survivor.live = survivor.hint = fresh[id(survivor.live)]
 
     def _reclaim_orphans(self) -> None:
         """Blocks that no thread holds any more go back to their slabs (a forked child)."""

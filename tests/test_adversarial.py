@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -324,8 +325,10 @@ def test_boundary_sizes_through_every_entry_point(mode: str) -> None:
 
 
 # ================================================================ 4. fork
-def _fork_child_ok(work: Callable[[], None], timeout: float = 20.0) -> None:
-    """Fork while ``work`` runs in 4 threads; the child must allocate, check, free, exit."""
+def _fork_child_ok(
+    work: Callable[[], None], timeout: float = 20.0, forks: int = 6, threads: int = 4
+) -> None:
+    """Fork while ``work`` runs in ``threads`` threads; each child must run it, check, exit."""
     stop = threading.Event()
     errors: list[BaseException] = []
 
@@ -336,11 +339,11 @@ def _fork_child_ok(work: Callable[[], None], timeout: float = 20.0) -> None:
         except BaseException as exc:  # (reported below)
             errors.append(exc)
 
-    threads = [threading.Thread(target=loop) for _ in range(4)]
-    for t in threads:
+    workers = [threading.Thread(target=loop) for _ in range(threads)]
+    for t in workers:
         t.start()
     try:
-        for _ in range(6):
+        for _ in range(forks):
             time.sleep(0.01)
             pid = os.fork()
             if pid == 0:  # the child: only this thread exists here
@@ -354,7 +357,7 @@ def _fork_child_ok(work: Callable[[], None], timeout: float = 20.0) -> None:
             wait_child(pid, timeout)
     finally:
         stop.set()
-        for t in threads:
+        for t in workers:
             t.join()
     assert not errors, errors[0]
 
@@ -568,3 +571,78 @@ def test_race_families_long(mode: str) -> None:
                     p = alloc.malloc(size)
                 alloc.free(p)
             alloc.check()
+
+
+# ------------------------------------------- per-object locks across a fork (3.13t)
+LOCK_FREE_READS_SURVIVE_A_FORK = """
+import os, signal, sys, threading, time
+table = {k: k for k in range(64)}
+stop = False
+
+def popper():  # what remote frees do to a live table, and dict.get to any table
+    n = 0
+    while not stop:
+        k = n & 63
+        table.get(k)
+        v = table.pop(k, None)
+        if v is not None:
+            table[k] = v
+        n += 1
+
+threads = [threading.Thread(target=popper) for _ in range(8)]
+for t in threads:
+    t.start()
+hung = 0
+for _ in range(int(sys.argv[1])):
+    time.sleep(0.005)
+    pid = os.fork()
+    if pid == 0:  # only what fork.lookup and ThreadCaches.fork_child do
+        rebuilt = {k: table[k] for k in range(64) if k in table}
+        os._exit(0)
+    deadline = time.monotonic() + 5
+    while not os.waitpid(pid, os.WNOHANG)[0]:
+        if time.monotonic() > deadline:
+            hung += 1
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            break
+        time.sleep(0.002)
+stop = True
+for t in threads:
+    t.join()
+print(hung)
+"""
+
+
+def test_reads_that_take_no_lock_survive_a_fork_amid_pops() -> None:
+    # What the fork safety of the live tables rests on (see arenas/fork.py): in a
+    # child, `in` and a subscript never wait for a dict lock a lost thread held.
+    proc = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", LOCK_FREE_READS_SURVIVE_A_FORK, "60"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "0"
+
+
+def test_fork_while_threads_free_each_others_blocks_and_chunks() -> None:
+    # Remote frees pop other threads' live tables and chunk frees read the heap
+    # table, all without a lock of the allocator's, while the main thread forks.
+    with Allocator(arena_max=4) as alloc:
+        handed: list[int] = []
+        sizes = (24, 200, 1000, 90_000, 70_000)
+
+        def work() -> None:
+            mine = [alloc.malloc(size) for size in sizes]
+            handed.extend(mine)  # (list.extend and pop are atomic)
+            for _ in range(len(mine)):
+                try:
+                    alloc.free(handed.pop(0))
+                except IndexError:
+                    break
+
+        _fork_child_ok(work, forks=40, threads=8)
+        for addr in handed:
+            alloc.free(addr)
