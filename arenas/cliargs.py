@@ -1,4 +1,4 @@
-"""Checks on the command lines' output paths, shared by ``python -m arenas.timeline``
+"""Checks on the command lines' outputs, shared by ``python -m arenas.timeline``
 and ``python -m stress``.
 
 A benchmark or a replay may run for minutes before it writes its JSON, plots
@@ -7,16 +7,28 @@ line, rather than with a traceback after the work is done.  These are
 argparse ``type=`` functions: argparse turns their ``ArgumentTypeError``
 into a usage message and exit code 2.  Each one tries the real operation,
 since permission bits alone do not tell (root passes them on a read-only
-or virtual file system).  No lock: they run before any thread starts.
+or virtual file system).  :func:`needs` stops the same way, before any
+work, when an option given needs a module that is not installed.  No lock:
+they run before any thread starts.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 from pathlib import Path
 
-__all__ = ["writable_dir", "writable_file"]
+__all__ = ["needs", "writable_dir", "writable_file"]
+
+
+def needs(parser: argparse.ArgumentParser, module: str, given: dict[str, object]) -> None:
+    """A usage error (exit 2) if an option of ``given`` (name -> value) was given and
+    needs ``module``, which is not installed."""
+    used = [name for name, value in given.items() if value]
+    if used and importlib.util.find_spec(module) is None:
+        verb = "needs" if len(used) == 1 else "need"
+        parser.error(f"{' and '.join(used)} {verb} {module}: pip install {module}")
 
 
 def writable_file(text: str) -> str:

@@ -60,7 +60,6 @@ from __future__ import annotations
 
 import argparse
 import html
-import importlib.util
 import json
 import sys
 import threading
@@ -938,7 +937,7 @@ def _tunables(text: str) -> dict[str, int]:
 
 def main(argv: list[str]) -> int:
     """``python -m arenas.timeline TRACE --html OUT [--png OUT] [--compare TUNABLES]``."""
-    from .cliargs import writable_dir, writable_file
+    from .cliargs import needs, writable_dir, writable_file
 
     parser = _Parser(
         prog="python -m arenas.timeline",
@@ -985,9 +984,7 @@ def main(argv: list[str]) -> int:
         parser.error("give a trace (or --tutorial DIR)")
     if args.trace is not None and not (args.html or args.png):
         parser.error("nothing to write: give --html OUT and/or --png OUT")
-    if (args.png or args.tutorial) and importlib.util.find_spec("matplotlib") is None:
-        needs = "--png" if args.png else "--tutorial"
-        parser.error(f"{needs} needs matplotlib, which is not installed (pip install matplotlib)")
+    needs(parser, "matplotlib", {"--png": args.png, "--tutorial": args.tutorial})
     if args.tutorial:
         for path in tutorial_pictures(args.tutorial):
             print(path)

@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from arenas.cliargs import writable_dir, writable_file
+from arenas.cliargs import needs, writable_dir, writable_file
 
 from . import binding, fastpath, instructions, scaling, slabmodel
 from .adapters import ADAPTERS
@@ -328,7 +328,14 @@ def parser() -> argparse.ArgumentParser:
 
 def _parsed(name: str, command: Callable[[argparse.Namespace], int]) -> Handler:
     """A command whose arguments :func:`parser` reads (the benchmarks read their own)."""
-    return lambda rest: command(parser().parse_args([name, *rest]))
+
+    def handle(rest: list[str]) -> int:
+        p = parser()
+        args = p.parse_args([name, *rest])
+        needs(p, "matplotlib", {"--plots": getattr(args, "plots", None)})
+        return command(args)
+
+    return handle
 
 
 COMMANDS: dict[str, Handler] = {

@@ -61,7 +61,7 @@ from typing import Any
 import arenas
 from arenas import free as arenas_free
 from arenas import malloc as arenas_malloc
-from arenas.cliargs import writable_file
+from arenas.cliargs import needs, writable_file
 
 from .harness import (
     LOOPS,
@@ -318,11 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--loops takes some of {', '.join(LOOPS)}")
     if not allocators or any(x not in ALLOCATORS for x in allocators):
         parser.error(f"--allocators takes some of {', '.join(ALLOCATORS)}")
-    if args.plot:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            parser.error("--plot needs matplotlib: pip install matplotlib")
+    needs(parser, "matplotlib", {"--plot": args.plot})
     points = run(counts, args.n, args.rounds, args.seed, loops, allocators)
     if args.with_python:
         passed = [

@@ -459,3 +459,25 @@ def test_binding_variants_run_the_real_hit_path() -> None:
     assert variants["copy"][1][0].__code__ is hotpath.malloc.__code__
     for tls, pair in variants.values():
         assert binding.pairs_in_threads(2, 2000, tls, pair) > 0
+
+
+@pytest.mark.parametrize("args", [["--plots"], ["run", "larson", "--plots"], ["scaling", "--plot"]])
+def test_plots_without_matplotlib_stop_before_any_work(
+    args: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    import stress.__main__ as cli
+    from stress import scaling
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # (as if it were not installed)
+    monkeypatch.setattr(scaling, "run", lambda *_: pytest.fail("ran"))  # (and the others
+    # would run for a minute, then fail on the import: the test would fail too)
+    target = str(tmp_path / ("plot.png" if args[-1] == "--plot" else "plots"))
+    with pytest.raises(SystemExit) as stop:
+        cli.main([*args, target])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{args[-1]} needs matplotlib: pip install matplotlib" in err
+    assert "Traceback" not in err
