@@ -34,6 +34,7 @@ import json
 import os
 import queue
 import random
+import statistics
 import subprocess
 import sys
 import threading
@@ -444,6 +445,38 @@ def report(result: Result) -> str:
     return "\n".join(lines)
 
 
+TIMED = ("pairs", "churn", "bursts", "batches", "handoff")
+
+
+def _rows(path: str) -> dict[str, float]:
+    """The timed figures of one ``--json`` file, by row (``pairs/arenas``, ``crowded``)."""
+    with open(path) as fh:
+        data = json.load(fh)
+    rows = {f"{name}/{who}": rate for name in TIMED for who, rate in data[name].items()}
+    rows.update({name: data[name] for name in ("crowded", "threads_1", "threads_8")})
+    return rows
+
+
+def compare(before: list[str], after: list[str]) -> str:
+    """A table of every row: best of ``before`` runs, best of ``after``, and their ratios
+    (runs taken in turn in one session, so the machine's noise falls on both)."""
+    old = [_rows(p) for p in before]
+    new = [_rows(p) for p in after]
+    lines = [
+        f"| row | before, best of {len(old)} | after, best of {len(new)}"
+        " | best after/before | median after/before |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in old[0]:
+        b = [r[row] for r in old]
+        a = [r[row] for r in new]
+        lines.append(
+            f"| {row} | {max(b):,.0f} | {max(a):,.0f} | {max(a) / max(b):.3f}"
+            f" | {statistics.median(a) / statistics.median(b):.3f} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stress fastpath", description=__doc__)
     parser.add_argument("-n", type=int, default=200_000, help="operations per measurement")
@@ -455,7 +488,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--memory-only", action="store_true", help="only the footprint (deterministic, seconds)"
     )
+    parser.add_argument(
+        "--before", nargs="+", metavar="JSON", help="with --after: measure nothing, compare"
+    )
+    parser.add_argument(
+        "--after", nargs="+", metavar="JSON", help="earlier --json files, row by row"
+    )
     args = parser.parse_args(argv)
+    if bool(args.before) != bool(args.after):
+        parser.error("--before and --after go together")
+    if args.before:
+        print(compare(args.before, args.after))
+        return 0
     if args.n < 1000 or args.rounds < 1:
         parser.error("-n must be at least 1000 and --rounds at least 1")
     if args.memory_only:

@@ -481,3 +481,22 @@ def test_plots_without_matplotlib_stop_before_any_work(
     err = capsys.readouterr().err
     assert f"{args[-1]} needs matplotlib: pip install matplotlib" in err
     assert "Traceback" not in err
+
+
+def test_fastpath_compares_earlier_runs_row_by_row(tmp_path: Path) -> None:
+    from stress import fastpath
+
+    def run_file(name: str, rate: float) -> str:
+        rows: dict[str, object] = {n: {"arenas": rate} for n in fastpath.TIMED}
+        rows.update(crowded=rate, threads_1=rate, threads_8=rate)
+        path = tmp_path / name
+        path.write_text(json.dumps(rows))
+        return str(path)
+
+    before = [run_file("b1", 100.0), run_file("b2", 120.0)]
+    after = [run_file("a1", 90.0), run_file("a2", 150.0), run_file("a3", 60.0)]
+    table = fastpath.compare(before, after)
+    assert "| pairs/arenas | 120 | 150 | 1.250 | 0.818 |" in table  # medians 110 and 90
+    assert len(table.splitlines()) == 2 + len(fastpath.TIMED) + 3
+    with pytest.raises(SystemExit):
+        fastpath.main(["--before", before[0]])  # --after missing
