@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from cdp import Browser
 
-from arenas import Allocator
+from arenas import Allocator, frames
 from arenas import timeline as tl
 from arenas.inspect import bin_name
 from arenas.slab import CLASS_SIZES
@@ -178,7 +178,7 @@ def test_every_thread_owns_what_it_allocated(producer_consumer: tl.Timeline) -> 
         for a in f["arenas"]
         for h in a["heaps"]
         for p in h["pieces"]
-        if p.kind == tl.LIVE
+        if p.kind == frames.LIVE
     }
     assert {0, 1, 2} <= owners
     cached_by = {
@@ -187,7 +187,7 @@ def test_every_thread_owns_what_it_allocated(producer_consumer: tl.Timeline) -> 
         for a in f["arenas"]
         for h in a["heaps"]
         for p in h["pieces"]
-        if p.kind == tl.CACHED
+        if p.kind == frames.CACHED
     }
     assert 3 in cached_by  # the consumer's cache holds what it freed
 
@@ -199,18 +199,18 @@ def test_pieces_tile_every_heap(producer_consumer: tl.Timeline) -> None:
                 offsets = [p.offset for p in h["pieces"]]
                 assert offsets == sorted(set(offsets))
                 assert not offsets or offsets[0] == 0
-                assert all(o % tl.GRAIN == 0 and o < h["size"] for o in offsets)
+                assert all(o % frames.GRAIN == 0 and o < h["size"] for o in offsets)
                 kinds = [p.kind for p in h["pieces"]]
                 for k, kind in enumerate(kinds):
-                    if kind == tl.SLAB_HEADER:  # a slab: its header, then its blocks
+                    if kind == frames.SLAB_HEADER:  # a slab: its header, then its blocks
                         size = CLASS_SIZES[h["pieces"][k].detail]
                         after = h["pieces"][k + 1].offset - h["pieces"][k].offset
-                        assert after == 16 and kinds[k + 1] in tl._BLOCK_KINDS, size
+                        assert after == 16 and kinds[k + 1] in frames.BLOCK_KINDS, size
 
 
 def test_the_page_data_decodes_to_the_frames(producer_consumer: tl.Timeline) -> None:
     data = json.loads(producer_consumer.to_json())
-    assert data["kinds"] == list(tl.KINDS) and data["threads"] == [0, 1, 2, 3]
+    assert data["kinds"] == list(frames.KINDS) and data["threads"] == [0, 1, 2, 3]
     decoded = decode(data, 0)
     assert len(decoded) == len(producer_consumer.frames)
     for frame, pieces in zip(producer_consumer.frames, decoded, strict=True):
@@ -260,7 +260,7 @@ def test_png_labels_each_heap_by_its_arena_and_base(
 ) -> None:
     pytest.importorskip("matplotlib")
     drawn: list[list[str]] = []
-    draw = tl.draw_heaps
+    draw = frames.draw_heaps
 
     def spy(rows: list[tuple[str, dict[str, Any]]], *args: Any) -> Path:
         drawn.append([label for label, _ in rows])
@@ -299,8 +299,10 @@ def test_colours_are_legible() -> None:
         return (high + 0.05) / (low + 0.05)
 
     # WCAG 2.1: graphics 3:1 against their background, text 4.5:1.
-    assert all(contrast(c, "#ffffff") >= 3 for c in tl.THREAD_COLOURS)
-    ink = re.findall(r"--(ink|muted|line): (#[0-9a-f]{6})", tl._PAGE)
+    assert all(contrast(c, "#ffffff") >= 3 for c in frames.THREAD_COLOURS)
+    ink = re.findall(
+        r"--(ink|muted|line): (#[0-9a-f]{6})", (ROOT / "arenas" / "timeline.html").read_text()
+    )
     assert {name for name, _ in ink} == {"ink", "muted", "line"}
     for name, colour in ink:
         assert contrast(colour, "#ffffff") >= (4.5 if name != "line" else 3), name
@@ -462,7 +464,7 @@ def test_decoded_frames_are_the_captured_frames(browser: Browser, pages: dict[st
             for key, pieces in python_pieces(captured.frames[k]).items():
                 shown = page.evaluate(f"timeline.pieces({run}, {key[0]}, '{key[1]}')")
                 assert [(p["offset"], p["kind"]) for p in shown] == [
-                    (offset, tl.KINDS[code & 15]) for offset, code, _ in pieces
+                    (offset, frames.KINDS[code & 15]) for offset, code, _ in pieces
                 ], (k, run, key)
 
 
@@ -477,7 +479,7 @@ def test_hovering_a_block_shows_its_address_and_thread(
         for a in timeline.frames[last]["arenas"]
         for h in a["heaps"]
         for p in h["pieces"]
-        if p.kind == tl.LIVE and p.detail - 1 == 2
+        if p.kind == frames.LIVE and p.detail - 1 == 2
     )
     page.evaluate(f"timeline.go({last})")
     point = page.evaluate(f"timeline.reveal(0, {arena}, '{heap['base']:#x}', {piece.offset})")
@@ -494,7 +496,7 @@ def test_hovering_a_block_shows_its_address_and_thread(
         for a in timeline.frames[last]["arenas"]
         for h in a["heaps"]
         for p in h["pieces"]
-        if p.kind == tl.FREE
+        if p.kind == frames.FREE
     )
     point = page.evaluate(f"timeline.reveal(0, {arena}, '{heap['base']:#x}', {piece.offset})")
     page.mouse("mouseMoved", point["x"], point["y"])
