@@ -40,11 +40,13 @@ bench: $(STAMP)
 	$(PY) -m stress fastpath
 	$(PY) -m stress scaling
 
-# The pictures of docs/: the tutorial's, the producer/consumer page and its
-# snapshot, and the page seen in headless Chromium at its first, middle and last
-# frames, alone and beside arena_max=1 (needs Debian's chromium).
+# What docs/ shows from commands: the sections a command prints (rewritten in
+# place, see docs/generated.py), the tutorial's pictures, the producer/consumer
+# page and its snapshot, and the page seen in headless Chromium at its first,
+# middle and last frames, alone and beside arena_max=1 (needs Debian's chromium).
 TIMELINE_TRACE := stress/traces/python-producer-consumer.trace.gz
 docs: $(STAMP)
+	$(PY) docs/generated.py --write
 	$(PY) -m arenas.timeline --tutorial docs/img
 	$(PY) -m arenas.timeline $(TIMELINE_TRACE) --html docs/img/timeline-producer-consumer.html \
 	    --png docs/img/timeline-producer-consumer.png
