@@ -15,7 +15,8 @@ thread's arena, how many calls it made and its cross-thread frees.
   one thread per traced thread, in the recorded order, and captures a
   frame every so many events; with ``compare`` it replays the same trace
   under other tunables too, frame for frame, for a side-by-side page;
-* :meth:`Timeline.write_html` writes one self-contained page (no network):
+* :meth:`Timeline.write_html` writes one self-contained page (no network;
+  its HTML, CSS and JavaScript are ``timeline.html`` beside this module):
   every heap drawn to the same scale, zoom and pan, a lane per thread,
   hover on anything, play/pause, step and keyboard controls;
 * :meth:`Timeline.write_png` draws one frame with matplotlib, for docs.
