@@ -7,6 +7,8 @@ import ctypes
 import itertools
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -190,3 +192,14 @@ def cached_after_churn(n: int, count: int) -> int:
     for _ in range(n):
         cached = cached + 1 if cached < count else cached >> 1
     return cached
+
+
+def run_module(module: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``python -m module args...`` from the repository's root, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+        timeout=timeout,
+    )

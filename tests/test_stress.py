@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import replay, run_workload
+from helpers import replay, run_module, run_workload
 
 from arenas.cliargs import writable_dir, writable_file
 from arenas.trace import Event, drive, parse
@@ -130,13 +130,7 @@ def test_a_paced_replay_keeps_the_global_order(tmp_path: Path) -> None:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "stress", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-    )
+    return run_module("stress", *args, timeout=120)
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from cdp import Browser
+from helpers import run_module
 
 from arenas import Allocator, frames
 from arenas import timeline as tl
@@ -310,13 +311,7 @@ def test_colours_are_legible() -> None:
 
 # ====================================================================== the command line
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "arenas.timeline", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-    )
+    return run_module("arenas.timeline", *args, timeout=60)
 
 
 @pytest.mark.parametrize("option", ["--html", "--png"])
