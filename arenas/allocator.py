@@ -239,7 +239,7 @@ class Allocator:
                 return mem
         arena = cache.arena
         with arena.lock:
-            mem = arena._int_memalign(alignment, nb) if alignment else arena._int_malloc(nb)
+            mem = arena.int_memalign(alignment, nb) if alignment else arena.int_malloc(nb)
         if mem:
             return mem
         return self._arena_get_retry(cache, nb, alignment, size)
@@ -255,7 +255,7 @@ class Allocator:
             self._caches.switch_arena(cache, other)
         if other is not arena:
             with other.lock:
-                mem = other._int_memalign(alignment, nb) if alignment else other._int_malloc(nb)
+                mem = other.int_memalign(alignment, nb) if alignment else other.int_malloc(nb)
             if mem:
                 return mem
         cap = self._mp.max_heap_bytes
@@ -323,7 +323,7 @@ class Allocator:
             arena = heap.arena
             try:
                 with arena.lock:
-                    arena._int_free(heap, addr)
+                    arena.int_free(heap, addr)
             except InvalidPointer as exc:
                 raise self._caches.diagnose(addr) or exc from None
             return
@@ -383,7 +383,7 @@ class Allocator:
         arena = heap.arena
         try:
             with arena.lock:
-                new = arena._int_realloc(heap, addr, nb, nb < self._mp.mmap_threshold)
+                new = arena.int_realloc(heap, addr, nb, nb < self._mp.mmap_threshold)
         except InvalidPointer as exc:
             raise for_call(self._caches.diagnose(addr) or exc, "realloc", addr) from None
         if new:
@@ -394,7 +394,7 @@ class Allocator:
             with arena.lock:
                 old = arena.checked_chunk(heap, addr)  # (another thread may have freed it)
                 _memmove(new, addr, min(old - SIZE_SZ, size))
-                arena._int_free(heap, addr)
+                arena.int_free(heap, addr)
         except BaseException:
             self._free(new)
             raise

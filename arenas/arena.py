@@ -3,17 +3,18 @@
 An arena serves requests from its heaps without looking at any other arena.
 Everything here runs with the arena's :attr:`Arena.lock` held; the callers in
 :mod:`arenas.allocator` take it.  Names follow glibc's ``malloc.c`` so that the
-two can be read side by side:
+two can be read side by side (glibc's ``_int_malloc`` is ``int_malloc`` here:
+the allocator calls it, so it is not private):
 
-* ``_int_malloc``  small bin exact fit, then sort the unsorted bin, then best
+* ``int_malloc``   small bin exact fit, then sort the unsorted bin, then best
                    fit from the sorted bins, then split the top chunk, then
                    ``sysmalloc`` to grow the heap (or start a new one);
-* ``_int_free``    check the header against our records, coalesce with free
+* ``int_free``     check the header against our records, coalesce with free
                    neighbours, put the result in the unsorted bin or the top;
                    a big enough top is trimmed;
-* ``_int_realloc`` shrink in place, grow into a free neighbour or the top,
+* ``int_realloc``  shrink in place, grow into a free neighbour or the top,
                    or move;
-* ``_int_memalign`` over-allocate, then free the misaligned lead and the tail.
+* ``int_memalign`` over-allocate, then free the misaligned lead and the tail.
 
 The chunk *headers* are in the heap's bytes (in-band), exactly where glibc
 puts them, and are read and written with :class:`~arenas.heap.Heap`'s chunk
@@ -209,8 +210,8 @@ class Arena:
         self.inuse_bytes += nb
         return mem
 
-    # ============================================================ _int_malloc
-    def _int_malloc(self, nb: int) -> int:
+    # ============================================================ int_malloc
+    def int_malloc(self, nb: int) -> int:
         """Serve a chunk of exactly-aligned size ``nb``; return its user address or 0."""
         bins = self.bins
         if nb < MIN_LARGE_SIZE:
@@ -316,7 +317,7 @@ class Arena:
             heap.set_head(old_top, size | PREV_INUSE | self.nm)
             self._free_chunk(heap, old_top, size)
 
-    # ============================================================== _int_free
+    # ============================================================== int_free
     def diagnose_bad_pointer(self, mem: int) -> InvalidPointer:
         """Explain why ``mem`` is not a live block of this arena (the slow path of free)."""
         chunk = mem2chunk(mem)
@@ -367,7 +368,7 @@ class Arena:
                 raise HeapCorruption(f"double free or corruption (!prev) at {mem:#x}")
         return size
 
-    def _int_free(self, heap: Heap[Arena], mem: int) -> None:
+    def int_free(self, heap: Heap[Arena], mem: int) -> None:
         size = self.checked_chunk(heap, mem)
         if self.mp.perturb:  # glibc's free_perturb: after the checks, under the lock
             _memset(mem, self.mp.perturb, size - CHUNK_HDR_SZ)
@@ -513,8 +514,8 @@ class Arena:
             released += self.heap.region.discard(self.top + CHUNK_HDR_SZ, top_size - CHUNK_HDR_SZ)
         return released
 
-    # ============================================================ _int_realloc
-    def _int_realloc(self, heap: Heap[Arena], mem: int, nb: int, may_move: bool) -> int:
+    # ============================================================ int_realloc
+    def int_realloc(self, heap: Heap[Arena], mem: int, nb: int, may_move: bool) -> int:
         """Resize the block at ``mem`` to chunk size ``nb``; return the new address or 0.
 
         0 means this arena cannot do it without moving and ``may_move`` is
@@ -547,11 +548,11 @@ class Arena:
             if old < nb:
                 if not may_move:
                     return 0
-                new = self._int_malloc(nb)
+                new = self.int_malloc(nb)
                 if not new:
                     return 0
                 ctypes.memmove(new, mem, old - SIZE_SZ)  # (both ours: this arena's lock)
-                self._int_free(heap, mem)
+                self.int_free(heap, mem)
                 return new
         self._shrink_chunk(heap, mem, old, nb)
         return mem
@@ -569,10 +570,10 @@ class Arena:
         self.inuse_bytes -= rem
         self._free_chunk(heap, tail, rem)
 
-    # =========================================================== _int_memalign
-    def _int_memalign(self, alignment: int, nb: int) -> int:
+    # =========================================================== int_memalign
+    def int_memalign(self, alignment: int, nb: int) -> int:
         """A chunk of size ``nb`` whose user address is a multiple of ``alignment``, or 0."""
-        mem = self._int_malloc(nb + alignment + MINSIZE)
+        mem = self.int_malloc(nb + alignment + MINSIZE)
         if not mem:
             return 0
         chunk = mem2chunk(mem)
@@ -640,7 +641,7 @@ class Arena:
         """Unlink the smallest free chunk that can give a ``length``-byte piece: (chunk, size)."""
         bins = self.bins
         unsorted = bins.unsorted
-        while unsorted:  # sort first, as _int_malloc does, so freed chunks can be found
+        while unsorted:  # sort first, as int_malloc does, so freed chunks can be found
             chunk = next(iter(unsorted))
             del unsorted[chunk]
             bins.place(chunk, bins.free[chunk])
