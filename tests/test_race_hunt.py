@@ -58,9 +58,22 @@ class Pool:
         self.blocks: dict[int, bytes] = {}
         self.gate = rwlock.RWLockWrite()
 
+    # Threads that end hand their blocks over; past this many waiting, they free
+    # them instead, so that a long hunt's live memory stays bounded (a 10-minute
+    # hunt with one arena otherwise filled its 1 GiB main heap: OutOfMemory).
+    LIMIT = 2000
+
     def put(self, addr: int, pattern: bytes) -> None:
         with self.lock:
             self.blocks[addr] = pattern
+
+    def offer(self, addr: int, pattern: bytes) -> bool:
+        """:meth:`put`, unless the pool is full: then False, and the caller keeps it."""
+        with self.lock:
+            if len(self.blocks) >= self.LIMIT:
+                return False
+            self.blocks[addr] = pattern
+            return True
 
     def take(self) -> tuple[int, bytes] | None:
         with self.lock:
@@ -98,7 +111,9 @@ def _worker(
             with pool.gate.gen_rlock():
                 _step(alloc, pool, rng, op, mine)
         for addr, pattern in mine.items():  # end mid-flight: hand the rest over
-            pool.put(addr, pattern)
+            if not pool.offer(addr, pattern):
+                _intact(addr, pattern)
+                alloc.free(addr)
     except BaseException as exc:  # (reported by the caller)
         errors.append(exc)
 
