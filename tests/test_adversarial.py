@@ -25,7 +25,7 @@ from functools import partial
 from typing import Any
 
 import pytest
-from helpers import usable_for, wait_child
+from helpers import run_threads, usable_for, wait_child
 
 import arenas
 from arenas import (
@@ -239,27 +239,18 @@ def test_many_threads_write_through_views_of_one_arena() -> None:
     """Views have buffers of their own: 8 threads slicing views of one heap at once
     lose no export count (on 3.13t, slices of one shared view did)."""
     with Allocator(arena_max=1) as alloc:
-        errors: list[BaseException] = []
 
         def work(k: int) -> None:
-            try:
-                for i in range(1500):
-                    size = 16 + (i * 7 + k) % 200
-                    p = alloc.malloc(size)
-                    v = alloc.view(p, size)
-                    v[:] = bytes([k]) * size
-                    assert v[size // 2 : size].tobytes() == bytes([k]) * (size - size // 2)
-                    del v
-                    alloc.free(p)
-            except BaseException as exc:  # (reported below)
-                errors.append(exc)
+            for i in range(1500):
+                size = 16 + (i * 7 + k) % 200
+                p = alloc.malloc(size)
+                v = alloc.view(p, size)
+                v[:] = bytes([k]) * size
+                assert v[size // 2 : size].tobytes() == bytes([k]) * (size - size // 2)
+                del v
+                alloc.free(p)
 
-        threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert not errors, errors[0]
+        run_threads(8, work)
         alloc.check()
 
 

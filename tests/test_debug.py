@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 
 import pytest
+from helpers import run_threads
 
 from arenas import (
     Allocator,
@@ -179,24 +180,14 @@ def test_debugger_rejects_bad_settings() -> None:
 
 
 def test_debug_mode_in_threads(alloc: Allocator) -> None:
-    errors: list[BaseException] = []
-
     def work(k: int) -> None:
-        try:
-            blocks = [alloc.malloc(16 + 8 * i) for i in range(100)]
-            for i, addr in enumerate(blocks):
-                ctypes.memset(addr, k, 16 + 8 * i)
-            for i, addr in enumerate(blocks):
-                assert ctypes.string_at(addr, 16 + 8 * i) == bytes([k]) * (16 + 8 * i)
-                alloc.free(addr)
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        blocks = [alloc.malloc(16 + 8 * i) for i in range(100)]
+        for i, addr in enumerate(blocks):
+            ctypes.memset(addr, k, 16 + 8 * i)
+        for i, addr in enumerate(blocks):
+            assert ctypes.string_at(addr, 16 + 8 * i) == bytes([k]) * (16 + 8 * i)
+            alloc.free(addr)
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    run_threads(8, work)
     assert alloc.report_leaks() == []
     alloc.check()

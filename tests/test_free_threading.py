@@ -13,6 +13,7 @@ import sys
 import threading
 
 import pytest
+from helpers import run_threads
 
 import arenas
 from arenas import Allocator, hotpath
@@ -65,11 +66,7 @@ def test_each_thread_records_its_blocks_in_a_table_of_its_own() -> None:
             tables[k] = id(alloc.caches.current().live)
             all_attached.wait()  # (a thread that ended would hand its table on)
 
-        threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_threads(8, work)
         assert len(set(tables.values())) == 8  # eight threads, eight tables
         # a remote free finds the block in its owner's table; a second one cannot
         for mine in blocks.values():
