@@ -66,7 +66,7 @@ from .hotpath import HotPath
 from .large import MmappedChunks
 from .memory import BufferRegion, Region, SystemBudget, retry_deferred_unmaps
 from .registry import ArenaRegistry
-from .slab import CLASS_SIZES, SLAB_MAX, SlabTable, check_blocks
+from .slab import CLASS_SIZES, SLAB_MAX, SlabTable
 from .stats import Stats, collect, format_malloc_info, format_malloc_stats
 from .tcache import ThreadCache, ThreadCaches, cache_counts
 from .tunables import Params, mallopt_name, validate
@@ -535,7 +535,9 @@ class Allocator:
             if quiet is None:
                 quiet = sum(a.attached_threads for a in arenas) <= 1
             if quiet:
-                check_blocks(self._caches.held_blocks(), [a.slab_pool for a in arenas])
+                self._slab_table.check_blocks(
+                    self._caches.held_blocks(), [a.slab_pool for a in arenas]
+                )
         self._mmapped.check()
         if self._debugger is not None:
             self._debugger.check()

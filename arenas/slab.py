@@ -61,7 +61,6 @@ __all__ = [
     "SlabPool",
     "SlabTable",
     "blocks_for",
-    "check_blocks",
     "class_sizes",
     "slab_bytes_for",
     "window_for",
@@ -264,6 +263,38 @@ class SlabTable(fork.OneLock):
                         break
             append(slab)
         return out
+
+    def check_blocks(self, held: Iterable[tuple[int, int, str]], pools: list[SlabPool]) -> None:
+        """Every slab block is held (live or cached, as ``held`` lists them) or free in its
+        slab, exactly one of them, and every slab of ``pools`` (all of them) is entered
+        here.  Each pool is read under its lock; the holders must be idle."""
+        count: dict[Slab, int] = {}
+        seen: set[int] = set()
+        for addr, cls, what in held:
+            slab = self.slab_of(addr, cls)
+            if slab is None or not slab.is_block(addr) or addr >= slab.bump:
+                raise HeapCorruption(f"{what} block {addr:#x} is not a block of any slab")
+            if addr in seen:
+                raise HeapCorruption(f"block {addr:#x} is {what} and also elsewhere")
+            seen.add(addr)
+            count[slab] = count.get(slab, 0) + 1
+        owned = 0
+        for pool in pools:
+            with pool.lock:
+                owned += len(pool.slabs)
+                for slab in pool.slabs.values():
+                    if not seen.isdisjoint(slab.free):
+                        raise HeapCorruption(
+                            f"slab {slab.base:#x} has a block free and also in use"
+                        )
+                    if count.get(slab, 0) + slab.nfree != slab.capacity:
+                        raise HeapCorruption(
+                            f"slab {slab.base:#x}: {count.get(slab, 0)} held + {slab.nfree}"
+                            f" free != {slab.capacity} blocks"
+                        )
+        entered = {slab for found in self.slabs.values() for slab in found}
+        if self.count != owned or len(entered) != owned:
+            raise HeapCorruption("the slab table holds slabs no arena owns")
 
     def find(self, addr: int) -> Slab | None:
         """The slab holding ``addr`` whatever its class (slow: tries every window)."""
@@ -491,38 +522,6 @@ class SlabPool:
             for base, slab in partial.items():
                 if self.slabs.get(base) is not slab or slab.cls != cls:
                     raise HeapCorruption(f"arena {owner.index}: stale slab {base:#x} in a list")
-
-
-def check_blocks(held: Iterable[tuple[int, int, str]], pools: list[SlabPool]) -> None:
-    """Every slab block is held (live or cached, as ``held`` lists them) or free in its slab:
-    exactly one of them.  Each pool is read under its lock; the holders must be idle."""
-    count: dict[Slab, int] = {}
-    seen: set[int] = set()
-    table = pools[0].table if pools else None
-    for addr, cls, what in held:
-        slab = table.slab_of(addr, cls) if table is not None else None
-        if slab is None or not slab.is_block(addr) or addr >= slab.bump:
-            raise HeapCorruption(f"{what} block {addr:#x} is not a block of any slab")
-        if addr in seen:
-            raise HeapCorruption(f"block {addr:#x} is {what} and also elsewhere")
-        seen.add(addr)
-        count[slab] = count.get(slab, 0) + 1
-    owned = 0
-    for pool in pools:
-        with pool.lock:
-            owned += len(pool.slabs)
-            for slab in pool.slabs.values():
-                if not seen.isdisjoint(slab.free):
-                    raise HeapCorruption(f"slab {slab.base:#x} has a block free and also in use")
-                if count.get(slab, 0) + slab.nfree != slab.capacity:
-                    raise HeapCorruption(
-                        f"slab {slab.base:#x}: {count.get(slab, 0)} held + {slab.nfree} free"
-                        f" != {slab.capacity} blocks"
-                    )
-    if table is not None:
-        entered = {slab for found in table.slabs.values() for slab in found}
-        if table.count != owned or len(entered) != owned:
-            raise HeapCorruption("the slab table holds slabs no arena owns")
 
 
 def _take(slab: Slab, n: int, out: list[int]) -> int:

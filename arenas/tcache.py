@@ -483,7 +483,7 @@ class ThreadCaches:
 
     def held_blocks(self) -> Iterator[tuple[int, int, str]]:
         """``(block, class, "live" or "cached")`` for every block a thread holds: what
-        :func:`arenas.slab.check_blocks` checks the slabs against (threads idle)."""
+        :meth:`arenas.slab.SlabTable.check_blocks` checks the slabs against (threads idle)."""
         live_tables = self.live_tables
         if len({id(t) for t in live_tables}) != len(live_tables):
             raise HeapCorruption("a thread's live table is listed twice")
