@@ -13,20 +13,20 @@ can log the reused address first).  ``ltrace`` is hundreds of times slower
 and misses libc's internal calls.
 
 What does: a small ``LD_PRELOAD`` library (below), compiled with the
-machine's C compiler when ``record`` runs.  It wraps the malloc family
-(malloc, free, calloc, realloc, memalign, aligned_alloc, posix_memalign,
-valloc, pvalloc) through glibc's exported ``__libc_malloc`` and friends, and holds one lock
-across each real call *and* its log line, so the log is a valid order across
-threads.  It never allocates while logging (numbers are formatted by hand
-into a stack buffer, written with ``write(2)``).  It writes one file per
-process; a forked child opens its own.  Afterwards the thread ids (kernel
+machine's C compiler when ``record`` first runs (:mod:`stress.cc` keeps
+the build).  It wraps the malloc family (malloc, free, calloc, realloc,
+memalign, aligned_alloc, posix_memalign, valloc, pvalloc) through glibc's
+exported ``__libc_malloc`` and friends, and holds one lock across each real
+call *and* its log line, so the log is a valid order across threads.  It
+never allocates while logging (numbers are formatted by hand into a stack
+buffer, written with ``write(2)``).  It writes one file per process; a
+forked child opens its own.  Afterwards the thread ids (kernel
 tids) are renumbered 0..N-1, 0 being the process's main thread.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from arenas.trace import Call, read_calls, write_calls
+
+from .cc import CompilerUnavailable, build
 
 __all__ = ["RECORDER_C", "Recording", "record"]
 
@@ -178,21 +180,11 @@ class RecordError(RuntimeError):
     """Recording could not be set up (no C compiler, compile error, bad command)."""
 
 
-def _compile(workdir: Path) -> Path:
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if not cc:
-        raise RecordError("no C compiler found (cc or gcc): recording needs one")
-    src = workdir / "recorder.c"
-    lib = workdir / "librecorder.so"
-    src.write_text(RECORDER_C)
-    proc = subprocess.run(
-        [cc, "-O2", "-shared", "-fPIC", "-o", str(lib), str(src), "-lpthread"],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode:
-        raise RecordError(f"compiling the recorder failed:\n{proc.stderr}")
-    return lib
+def _compile() -> Path:
+    try:
+        return build(RECORDER_C, "librecorder.so", ["-O2", "-shared", "-fPIC"], ["-lpthread"])
+    except CompilerUnavailable as exc:
+        raise RecordError(f"recording needs a C compiler: {exc}") from None
 
 
 def _renumber(raw: Path, main_tid: int, out: Path) -> tuple[int, int]:
@@ -214,7 +206,7 @@ def record(out: str | Path, command: list[str]) -> Recording:
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix="arenas-record-") as tmp:
         workdir = Path(tmp)
-        lib = _compile(workdir)
+        lib = _compile()
         logs = workdir / "logs"
         logs.mkdir()
         env = {**os.environ, "LD_PRELOAD": str(lib), "ARENAS_TRACE_DIR": str(logs)}

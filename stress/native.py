@@ -1,0 +1,805 @@
+"""The native baseline: replaying a trace in C, so an allocator's footprint is its own.
+
+Replaying through ``ctypes`` (``python -m stress replay --allocator glibc``)
+puts the replay's own Python objects in glibc's heap, where they count as
+glibc's footprint: a trace that glibc serves at 1.05 times its live bytes
+measures 2.8 there.  This module's replayer is a small C program (below),
+compiled with the machine's C compiler at first use (:mod:`stress.cc` keeps
+the build, as it does the recorder's), that allocates nothing but the
+trace's blocks: its tables come from ``mmap`` (populated before the replay,
+so that it touches no new page of its own), it reads and writes with
+``read(2)`` and ``write(2)``, and its threads are parked before the first
+event.  Python hands it the trace's text on its standard input.
+
+What it does with the trace, in the order the format's owner,
+:mod:`arenas.trace`, defines:
+
+* a first pass resolves every free and realloc to its allocation, exactly as
+  :func:`arenas.trace.parse` does, and rejects what it rejects (an
+  unparsable line, a free of an address not live, ...) with a one-line
+  message, ``<trace>:<line>: <what>``, and exit code 2; it also finds the
+  event at which live bytes (requested sizes) first reach their peak;
+* it replays with one pthread per traced thread, the smallest tid (0) on the
+  process's main thread, so glibc serves it from its main arena; paced, each
+  event waits (on a per-thread semaphore) for the one before it, so the
+  allocator sees the interleaving the program had;
+* after each allocation it writes every byte of the block, outside the timed
+  call, and before freeing or resizing it checks the stamp at both ends: a
+  broken allocator is an error (exit code 3), not a figure;
+* it measures the footprint right after the peak event: glibc's
+  ``mallinfo2`` ``arena + hblkhd`` (``mallinfo`` before glibc 2.33) when
+  the allocator is glibc, else (an ``LD_PRELOAD``-ed allocator, which
+  ``mallinfo2`` does not see) the growth of the process's resident anonymous
+  memory (``/proc/self/smaps_rollup``) since just before the first event;
+* ns per call: ``clock_gettime`` around each allocator call, less what an
+  empty timed region measures (the least of 64 means of 256 back-to-back
+  reads), over the calls made.
+
+:func:`native_replay` runs it; :func:`preloadable` finds the allocators it
+can preload (jemalloc, tcmalloc, mimalloc).
+
+Locking: in the replayer, the per-thread semaphores pass one turn from event
+to event, so only the thread whose turn it is touches the shared tables and
+counters, and a block's entry is written before the post that lets its
+freeing thread run.  In Python, nothing is shared.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from arenas.trace import TraceError, open_trace
+
+from .cc import CompilerUnavailable, build
+
+__all__ = [
+    "PRELOADS",
+    "REPLAYER_C",
+    "NativeResult",
+    "NativeUnavailable",
+    "native_replay",
+    "preloadable",
+    "replayer",
+]
+
+REPLAYER_C = r"""
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#define NONE UINT32_MAX
+#define MAX_THREADS 4096
+#define STACK_BYTES (256 * 1024)
+
+enum { OP_M, OP_C, OP_R, OP_F, OP_A };
+
+struct event {
+    uint64_t size;   /* bytes requested (count * each for calloc); 0 for a free */
+    uint64_t extra;  /* calloc's count, memalign's alignment */
+    uint64_t line;
+    int64_t alloc;   /* the allocation this event makes, or -1 */
+    int64_t frees;   /* the allocation it frees or resizes, or -1 */
+    uint32_t thread; /* dense thread index */
+    uint32_t next;   /* the next event of the same thread, or NONE */
+    uint8_t op;
+};
+
+struct block { unsigned char *p; uint64_t size; };
+struct slot { uint64_t addr; int64_t id; uint64_t size; }; /* addr 0: empty */
+
+static const char *label = "trace";
+static char *text;
+static size_t text_len;
+static struct event *events;
+static uint64_t n_events, n_lines_read;
+static struct block *blocks;
+static uint64_t n_allocs;
+static struct slot *table;
+static uint64_t table_mask;
+static uint64_t *tids;
+static uint32_t n_threads;
+static uint32_t *first_of, *last_of;
+static sem_t *turns;
+static sem_t ready;
+static uint64_t peak_live, peak_event = UINT64_MAX;
+static uint64_t sample_every, sample_from;
+static int use_heap_info;
+
+/* measured during the replay, each written only by the thread whose turn it is */
+static uint64_t timed_ns, calls;
+static uint64_t footprint_at_peak, anon_at_peak, sampled_peak;
+static uint64_t heap_baseline, anon_baseline;
+
+/* ---------------------------------------------------------------- output */
+static char msg[8192];
+static size_t msg_len;
+
+static void put_n(const char *s, size_t n) {
+    while (n-- && msg_len < sizeof msg - 2) msg[msg_len++] = *s++;
+}
+static void put(const char *s) { put_n(s, strlen(s)); }
+static void put_u(uint64_t v) {
+    char t[24]; int n = 0;
+    do { t[n++] = (char)('0' + v % 10); v /= 10; } while (v);
+    while (n) put_n(&t[--n], 1);
+}
+static void put_i(int64_t v) {
+    if (v < 0) { put("-"); put_u((uint64_t)0 - (uint64_t)v); } else put_u((uint64_t)v);
+}
+static void put_hex(uint64_t v) {
+    char t[24]; int n = 0;
+    put("0x");
+    do { t[n++] = "0123456789abcdef"[v & 15]; v >>= 4; } while (v);
+    while (n) put_n(&t[--n], 1);
+}
+static void put_tenths(uint64_t tenths) { put_u(tenths / 10); put("."); put_u(tenths % 10); }
+
+static void flush(int fd) {
+    msg[msg_len++] = '\n';
+    const char *p = msg;
+    while (msg_len) {
+        ssize_t w = write(fd, p, msg_len);
+        if (w <= 0) break;
+        p += w; msg_len -= (size_t)w;
+    }
+    msg_len = 0;
+}
+
+/* a bad trace: "<label>:<line>: <what>", exit 2 (as TraceError is reported) */
+static void begin_error(uint64_t line) {
+    msg_len = 0;
+    put(label);
+    if (line) { put(":"); put_u(line); }
+    put(": ");
+}
+static void die(int code) { flush(2); _exit(code); }
+
+static int is_space(char c) {
+    return c == ' ' || c == '\t' || c == '\v' || c == '\f' || (c >= 0x1c && c <= 0x1f);
+}
+
+/* the stripped line in quotes, as Python's repr shows it */
+static void put_quoted(const char *s, size_t n) {
+    while (n && is_space(*s)) { s++; n--; }
+    while (n && is_space(s[n - 1])) n--;
+    put("'");
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '\\' || c == '\'') { put("\\"); put_n(&s[i], 1); }
+        else if (c >= 0x20 && c < 0x7f) put_n(&s[i], 1);
+        else {
+            char x[5] = {'\\', 'x', "0123456789abcdef"[c >> 4], "0123456789abcdef"[c & 15], 0};
+            put(x);
+        }
+    }
+    put("'");
+}
+
+/* ---------------------------------------------------------------- memory */
+static void *table_memory(uint64_t bytes) {
+    if (!bytes) bytes = 1;
+    /* populated now, so that the replay never touches a new page of its own */
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    if (p == MAP_FAILED) { begin_error(0); put("out of memory for the replayer's tables"); die(1); }
+    return p;
+}
+
+static void read_input(void) {
+    size_t cap = 1 << 20;
+    text = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (text == MAP_FAILED) { begin_error(0); put("out of memory for the trace"); die(1); }
+    for (;;) {
+        if (text_len == cap) {
+            char *bigger = mremap(text, cap, cap * 2, MREMAP_MAYMOVE);
+            if (bigger == MAP_FAILED) {
+                begin_error(0); put("out of memory for the trace"); die(1);
+            }
+            text = bigger; cap *= 2;
+        }
+        ssize_t r = read(0, text + text_len, cap - text_len);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) { begin_error(0); put("cannot read trace: read(2) failed"); die(2); }
+        if (r == 0) break;
+        text_len += (size_t)r;
+    }
+}
+
+/* ---------------------------------------------------------------- parsing */
+enum { NUM_OK, NUM_BAD, NUM_NEG, NUM_BIG };
+
+/* Python's int(s, 0), or int(s) when !any_base: a sign, a 0x/0o/0b prefix, digits with
+   single underscores between them; decimal has no leading zeros unless it is all zeros */
+static int parse_number(const char *s, size_t n, int any_base, uint64_t *out) {
+    size_t i = 0;
+    int negative = 0, big = 0, prefixed = 0, digits = 0, after_underscore = 0, leading_zero = 0;
+    unsigned base = 10;
+    uint64_t v = 0;
+    if (i < n && (s[i] == '+' || s[i] == '-')) { negative = s[i] == '-'; i++; }
+    if (any_base && i + 1 < n && s[i] == '0') {
+        char p = s[i + 1];
+        if (p == 'x' || p == 'X') base = 16;
+        else if (p == 'o' || p == 'O') base = 8;
+        else if (p == 'b' || p == 'B') base = 2;
+        if (base != 10) { prefixed = 1; i += 2; }
+    }
+    if (i < n && s[i] == '0') leading_zero = 1;
+    for (; i < n; i++) {
+        char c = s[i];
+        if (c == '_') {
+            if (after_underscore || (!digits && !prefixed)) return NUM_BAD;
+            after_underscore = 1;
+            continue;
+        }
+        unsigned d = c >= '0' && c <= '9' ? (unsigned)(c - '0')
+                   : c >= 'a' && c <= 'z' ? (unsigned)(c - 'a' + 10)
+                   : c >= 'A' && c <= 'Z' ? (unsigned)(c - 'A' + 10) : 99;
+        if (d >= base) return NUM_BAD;
+        after_underscore = 0;
+        digits++;
+        if (!big && v > (UINT64_MAX - d) / base) big = 1;
+        if (!big) v = v * base + d;
+    }
+    if (!digits || after_underscore) return NUM_BAD;
+    if (any_base && base == 10 && leading_zero && (v || big)) return NUM_BAD;
+    if (negative && (v || big)) return NUM_NEG;
+    if (big) return NUM_BIG;
+    *out = v;
+    return NUM_OK;
+}
+
+static uint64_t mix(uint64_t a) {
+    a ^= a >> 33; a *= 0xff51afd7ed558ccdULL; a ^= a >> 33;
+    return a;
+}
+
+static uint64_t find_slot(uint64_t addr) {
+    uint64_t i = mix(addr) & table_mask;
+    while (table[i].addr && table[i].addr != addr) i = (i + 1) & table_mask;
+    return i;
+}
+
+static void remove_slot(uint64_t i) { /* linear probing's backward shift: no tombstones */
+    uint64_t j = i;
+    for (;;) {
+        j = (j + 1) & table_mask;
+        if (!table[j].addr) break;
+        uint64_t k = mix(table[j].addr) & table_mask;
+        if (i <= j ? (i < k && k <= j) : (i < k || k <= j)) continue;
+        table[i] = table[j];
+        i = j;
+    }
+    table[i].addr = 0;
+}
+
+static uint64_t live_bytes;
+
+static int64_t new_alloc(uint64_t addr, uint64_t size, uint64_t line) {
+    if (!addr) return -1; /* the allocation failed */
+    uint64_t i = find_slot(addr);
+    if (table[i].addr) {
+        begin_error(line); put("address "); put_hex(addr); put(" allocated twice without a free");
+        die(2);
+    }
+    table[i].addr = addr; table[i].id = (int64_t)n_allocs; table[i].size = size;
+    if (live_bytes + size < live_bytes) {
+        begin_error(line); put("live bytes beyond 64 bits"); die(2);
+    }
+    live_bytes += size;
+    return (int64_t)n_allocs++;
+}
+
+static int64_t release(uint64_t addr, const char *what, uint64_t line) {
+    uint64_t i = find_slot(addr);
+    if (!table[i].addr) {
+        begin_error(line); put(what); put(" of "); put_hex(addr);
+        put(", which is not live in the trace");
+        die(2);
+    }
+    int64_t id = table[i].id;
+    live_bytes -= table[i].size;
+    remove_slot(i);
+    return id;
+}
+
+static uint32_t thread_index(uint64_t tid) {
+    for (uint32_t t = 0; t < n_threads; t++) if (tids[t] == tid) return t;
+    if (n_threads == MAX_THREADS) { begin_error(0); put("more than 4096 threads"); die(2); }
+    tids[n_threads] = tid;
+    first_of[n_threads] = NONE;
+    return n_threads++;
+}
+
+static void bad_line(uint64_t line, const char *why, const char *s, size_t n) {
+    begin_error(line); put(why); put(": "); put_quoted(s, n); die(2);
+}
+
+static void parse_line(const char *s, size_t n, uint64_t line) {
+    const char *field[8]; size_t len[8]; int count = 0;
+    uint64_t args[3] = {0, 0, 0}, tid = 0;
+    int n_args = 0, negative = 0, big = 0;
+    for (size_t i = 0; i < n;) {
+        while (i < n && is_space(s[i])) i++;
+        if (i == n) break;
+        size_t start = i;
+        while (i < n && !is_space(s[i])) i++;
+        if (count < 8) { field[count] = s + start; len[count] = i - start; }
+        if (count == 0 && s[start] == '#') return; /* a comment */
+        if (count >= 2) { /* every number is converted before any is checked, as in Python */
+            uint64_t v = 0;
+            int r = parse_number(s + start, i - start, 1, &v);
+            if (r == NUM_BAD) bad_line(line, "not a trace line", s, n);
+            negative |= r == NUM_NEG;
+            big |= r == NUM_BIG;
+            if (n_args < 3) args[n_args] = v;
+            n_args++;
+        }
+        count++;
+    }
+    if (!count) return; /* a blank line */
+    int tid_status = parse_number(field[0], len[0], 0, &tid);
+    if (tid_status == NUM_BAD || count < 2) bad_line(line, "not a trace line", s, n);
+    static const char ops[] = "mcrfa";
+    static const int arity[] = {2, 3, 3, 1, 3};
+    int op = -1;
+    if (len[1] == 1) for (int k = 0; k < 5; k++) if (field[1][0] == ops[k]) op = k;
+    if (op < 0 || n_args != arity[op] || tid_status == NUM_NEG || negative)
+        bad_line(line, "malformed event", s, n);
+    if (big || tid_status == NUM_BIG) bad_line(line, "a number beyond 64 bits", s, n);
+
+    n_lines_read++;
+    struct event ev = {0, 0, line, -1, -1, 0, NONE, (uint8_t)op};
+    if (op == OP_M) {
+        ev.size = args[0];
+        ev.alloc = new_alloc(args[1], args[0], line);
+    } else if (op == OP_C) {
+        unsigned __int128 total = (unsigned __int128)args[0] * args[1];
+        if (total >> 64) bad_line(line, "a calloc of more than 2**64 bytes", s, n);
+        ev.size = (uint64_t)total;
+        ev.extra = args[0];
+        ev.alloc = new_alloc(args[2], ev.size, line);
+    } else if (op == OP_A) {
+        ev.extra = args[0];
+        ev.size = args[1];
+        ev.alloc = new_alloc(args[2], args[1], line);
+    } else if (op == OP_F) {
+        ev.frees = release(args[0], "free", line);
+    } else {
+        uint64_t old = args[0], size = args[1], new = args[2];
+        if (old && !new && size) return; /* a failed realloc: nothing changed */
+        ev.size = size;
+        if (old) ev.frees = release(old, "realloc", line);
+        ev.alloc = new_alloc(new, size, line);
+    }
+    ev.thread = thread_index(tid);
+    if (first_of[ev.thread] == NONE) first_of[ev.thread] = (uint32_t)n_events;
+    else events[last_of[ev.thread]].next = (uint32_t)n_events;
+    last_of[ev.thread] = (uint32_t)n_events;
+    if (live_bytes > peak_live) { peak_live = live_bytes; peak_event = n_events; }
+    events[n_events++] = ev;
+}
+
+static void parse(void) {
+    uint64_t lines = 1;
+    for (size_t i = 0; i < text_len; i++) {
+        unsigned char c = (unsigned char)text[i];
+        if (c >= 0x80) {
+            begin_error(0); put("cannot read trace '"); put(label); put("': byte ");
+            put_hex(c); put(" at offset "); put_u(i); put(" is not ASCII");
+            die(2);
+        }
+        lines += c == '\n' || c == '\r';
+    }
+    if (lines >= NONE) { begin_error(0); put("too many lines"); die(2); }
+    events = table_memory(lines * sizeof *events);
+    blocks = table_memory(lines * sizeof *blocks);
+    uint64_t cap = 16;
+    while (cap < 2 * lines) cap *= 2;
+    table = table_memory(cap * sizeof *table);
+    table_mask = cap - 1;
+    tids = table_memory(MAX_THREADS * sizeof *tids);
+    first_of = table_memory(MAX_THREADS * sizeof *first_of);
+    last_of = table_memory(MAX_THREADS * sizeof *last_of);
+    uint64_t line = 1;
+    size_t start = 0;
+    for (size_t i = 0; i <= text_len; i++) {
+        if (i < text_len && text[i] != '\n' && text[i] != '\r') continue;
+        parse_line(text + start, i - start, line);
+        if (i + 1 < text_len && text[i] == '\r' && text[i + 1] == '\n') i++;
+        start = i + 1;
+        line++;
+    }
+    munmap(table, cap * sizeof *table); /* resolved: not needed during the replay */
+    munmap(text, text_len);
+}
+
+/* ---------------------------------------------------------------- measuring */
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* what one empty timed region measures, in tenths of a ns: the least of 64 batch means */
+static uint64_t timer_overhead_tenths(void) {
+    uint64_t best = UINT64_MAX;
+    for (int batch = 0; batch < 64; batch++) {
+        uint64_t sum = 0;
+        for (int i = 0; i < 256; i++) { uint64_t a = now_ns(); sum += now_ns() - a; }
+        if (sum * 10 / 256 < best) best = sum * 10 / 256;
+    }
+    return best;
+}
+
+static const char *heap_method(void) {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 33)
+    return "mallinfo2";
+#else
+    return "mallinfo";
+#endif
+}
+
+static uint64_t heap_bytes(void) { /* glibc's bytes from the system: arena + hblkhd */
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 33)
+    struct mallinfo2 info = mallinfo2();
+    return info.arena + info.hblkhd;
+#else
+    struct mallinfo info = mallinfo();
+    return (uint64_t)(unsigned)info.arena + (unsigned)info.hblkhd;
+#endif
+}
+
+static uint64_t field_kb(const char *buf, const char *name) {
+    const char *p = strstr(buf, name);
+    if (!p) return UINT64_MAX;
+    p += strlen(name);
+    while (*p == ' ' || *p == '\t') p++;
+    uint64_t v = 0;
+    while (*p >= '0' && *p <= '9') v = v * 10 + (uint64_t)(*p++ - '0');
+    return v * 1024;
+}
+
+static uint64_t read_proc(const char *path, char *buf, size_t size) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    size_t got = 0;
+    for (;;) {
+        ssize_t r = read(fd, buf + got, size - 1 - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        got += (size_t)r;
+    }
+    close(fd);
+    buf[got] = 0;
+    return got;
+}
+
+static uint64_t anonymous_bytes(void) { /* resident anonymous memory of the process */
+    char buf[4096];
+    if (read_proc("/proc/self/smaps_rollup", buf, sizeof buf)) {
+        uint64_t v = field_kb(buf, "\nAnonymous:");
+        if (v != UINT64_MAX) return v;
+    }
+    if (!read_proc("/proc/self/statm", buf, sizeof buf)) return 0;
+    uint64_t f[3] = {0, 0, 0};
+    const char *p = buf;
+    for (int k = 0; k < 3; k++) {
+        while (*p == ' ') p++;
+        while (*p >= '0' && *p <= '9') f[k] = f[k] * 10 + (uint64_t)(*p++ - '0');
+    }
+    return (f[1] - f[2]) * (uint64_t)sysconf(_SC_PAGESIZE); /* resident - shared */
+}
+
+/* ---------------------------------------------------------------- replaying */
+static unsigned char stamp_of(int64_t id) { return (unsigned char)((uint64_t)id * 131 + 17) | 1; }
+
+static void broken(const struct event *ev, const char *what) {
+    begin_error(ev->line); put("the allocator broke a block: "); put(what); die(3);
+}
+
+/* the first and last 16 bytes of what a block holds must be what was written there */
+static void check(const unsigned char *p, uint64_t n, unsigned char want, const struct event *ev) {
+    uint64_t edge = n < 16 ? n : 16;
+    for (uint64_t i = 0; i < edge; i++)
+        if (p[i] != want || p[n - 1 - i] != want) broken(ev, "its stamp changed");
+}
+
+static void fill(int64_t id, unsigned char *p, uint64_t size) {
+    blocks[id].p = p;
+    blocks[id].size = size;
+    if (p) memset(p, stamp_of(id), size); /* every byte, as a program uses its memory */
+}
+
+static void out_of_memory(const struct event *ev) {
+    begin_error(ev->line); put("out of memory: the allocator returned NULL for ");
+    put_u(ev->size); put(" bytes");
+    die(1);
+}
+
+#define TIMED(call) do { uint64_t t0_ = now_ns(); call; timed_ns += now_ns() - t0_; calls++; } \
+    while (0)
+
+static void perform(const struct event *ev) {
+    unsigned char *p = NULL;
+    if (ev->frees >= 0) {
+        struct block *old = &blocks[ev->frees];
+        if (old->p) check(old->p, old->size, stamp_of(ev->frees), ev);
+        if (ev->alloc >= 0) { /* a realloc that moves or resizes */
+            TIMED(p = realloc(old->p, ev->size));
+            if (!p && ev->size) out_of_memory(ev);
+            uint64_t kept = old->size < ev->size ? old->size : ev->size;
+            if (p) check(p, kept, stamp_of(ev->frees), ev);
+            old->p = NULL;
+            fill(ev->alloc, p, ev->size);
+            return;
+        }
+        TIMED(free(old->p)); /* a free, or realloc(p, 0) */
+        old->p = NULL;
+        return;
+    }
+    if (ev->alloc < 0) return; /* an allocation that failed in the trace */
+    if (ev->op == OP_C) {
+        TIMED(p = calloc(ev->extra, ev->extra ? ev->size / ev->extra : 0));
+        if (p && ev->size) check(p, ev->size, 0, ev);
+    } else if (ev->op == OP_R) {
+        TIMED(p = realloc(NULL, ev->size));
+    } else if (ev->op == OP_A && ev->extra > 16) {
+        uint64_t align = 16;
+        while (align < ev->extra) align *= 2; /* as memalign rounds it */
+        TIMED(p = memalign(align, ev->size));
+        if (p && ((uintptr_t)p & (align - 1))) broken(ev, "memalign's block is not aligned");
+    } else {
+        TIMED(p = malloc(ev->size));
+    }
+    if (!p && ev->size) out_of_memory(ev);
+    fill(ev->alloc, p, ev->size);
+}
+
+static void measure(uint64_t e) {
+    if (e == peak_event) {
+        anon_at_peak = anonymous_bytes();
+        footprint_at_peak = use_heap_info ? heap_bytes() : anon_at_peak - anon_baseline;
+    }
+    if (sample_every && e >= sample_from && (e - sample_from) % sample_every == 0) {
+        uint64_t fp = use_heap_info ? heap_bytes() : anonymous_bytes() - anon_baseline;
+        if (fp > sampled_peak) sampled_peak = fp;
+    }
+}
+
+static void wait_turn(uint32_t t) {
+    while (sem_wait(&turns[t]) && errno == EINTR) {}
+}
+
+/* a thread's events, each when its turn comes: the trace's global order */
+static void run_thread(uint32_t t) {
+    uint64_t previous = UINT64_MAX;
+    for (uint32_t e = first_of[t]; e != NONE; e = events[e].next) {
+        if (previous == UINT64_MAX || previous + 1 != e) wait_turn(t);
+        perform(&events[e]);
+        measure(e);
+        if (e + 1 < n_events && events[e + 1].thread != t) sem_post(&turns[events[e + 1].thread]);
+        previous = e;
+    }
+}
+
+static void touch_stack(void) { /* its pages resident before the baseline, not during */
+    volatile char pad[64 * 1024];
+    for (size_t i = 0; i < sizeof pad; i += 512) pad[i] = 1;
+}
+
+static void *thread_main(void *arg) {
+    touch_stack();
+    sem_post(&ready);
+    run_thread((uint32_t)(uintptr_t)arg);
+    return NULL;
+}
+
+static uint64_t parse_option(const char *s) {
+    uint64_t v = 0;
+    if (parse_number(s, strlen(s), 0, &v) != NUM_OK) {
+        begin_error(0); put("usage: replayer LABEL heap|anon [SAMPLE_EVERY SAMPLE_FROM] < TRACE");
+        die(2);
+    }
+    return v;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 3 && argc != 5) parse_option("");
+    label = argv[1];
+    use_heap_info = strcmp(argv[2], "heap") == 0;
+    if (argc == 5) { sample_every = parse_option(argv[3]); sample_from = parse_option(argv[4]); }
+    read_input();
+    parse();
+    uint64_t overhead = timer_overhead_tenths();
+    turns = table_memory(MAX_THREADS * sizeof *turns);
+    pthread_t *threads = table_memory(MAX_THREADS * sizeof *threads);
+    uint32_t main_thread = 0; /* the smallest tid (0, in a recorded trace) runs here */
+    for (uint32_t t = 1; t < n_threads; t++) if (tids[t] < tids[main_thread]) main_thread = t;
+    sem_init(&ready, 0, 0);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, STACK_BYTES);
+    for (uint32_t t = 0; t < n_threads; t++) {
+        sem_init(&turns[t], 0, 0);
+        if (t == main_thread) continue;
+        if (pthread_create(&threads[t], &attr, thread_main, (void *)(uintptr_t)t)) {
+            begin_error(0); put("cannot start thread "); put_u(t); die(1);
+        }
+    }
+    for (uint32_t t = 1; t < n_threads; t++) while (sem_wait(&ready) && errno == EINTR) {}
+    touch_stack();
+    if (use_heap_info) heap_baseline = heap_bytes();
+    anon_baseline = anonymous_bytes();
+    if (n_events) {
+        sem_post(&turns[events[0].thread]);
+        run_thread(main_thread);
+    }
+    for (uint32_t t = 0; t < n_threads; t++) if (t != main_thread) pthread_join(threads[t], NULL);
+
+    /* VmHWM, not getrusage: ru_maxrss keeps the Python parent's size from before the exec */
+    char status[4096];
+    uint64_t hwm = read_proc("/proc/self/status", status, sizeof status)
+                 ? field_kb(status, "\nVmHWM:") : UINT64_MAX;
+    if (hwm == UINT64_MAX) {
+        struct rusage usage;
+        getrusage(RUSAGE_SELF, &usage);
+        hwm = (uint64_t)usage.ru_maxrss * 1024;
+    }
+    uint64_t spent = timed_ns * 10, removed = calls * overhead;
+    uint64_t tenths = calls ? (spent > removed ? spent - removed : 0) / calls : 0;
+    msg_len = 0;
+    put("{\"events\": "); put_u(n_lines_read);
+    put(", \"threads\": "); put_u(n_threads);
+    put(", \"calls\": "); put_u(calls);
+    put(", \"peak_live\": "); put_u(peak_live);
+    put(", \"footprint_at_peak\": "); put_u(footprint_at_peak);
+    put(", \"footprint_method\": \""); put(use_heap_info ? heap_method() : "anonymous-rss");
+    put("\", \"heap_baseline\": "); put_u(heap_baseline);
+    put(", \"anonymous_growth_at_peak\": ");
+    put_i(peak_event == UINT64_MAX ? 0 : (int64_t)(anon_at_peak - anon_baseline));
+    put(", \"sampled_peak_footprint\": "); put_u(sampled_peak);
+    put(", \"peak_rss\": "); put_u(hwm);
+    put(", \"ns_per_call\": "); put_tenths(tenths);
+    put(", \"timer_overhead_ns\": "); put_tenths(overhead);
+    put("}");
+    flush(1);
+    return 0;
+}
+"""
+
+#: The allocators :func:`preloadable` looks for: name -> the library's soname.
+PRELOADS: dict[str, str] = {
+    "jemalloc": "libjemalloc.so.2",
+    "tcmalloc": "libtcmalloc_minimal.so.4",
+    "mimalloc": "libmimalloc.so.2",
+}
+
+
+class NativeUnavailable(RuntimeError):
+    """The replayer cannot be built here (no C compiler, or it failed)."""
+
+
+@dataclass(frozen=True)
+class NativeResult:
+    """One native replay.  Sizes in bytes; ``footprint_at_peak`` as ``footprint_method`` says."""
+
+    allocator: str
+    events: int
+    threads: int
+    calls: int
+    peak_live: int  # requested bytes of the live blocks, at their peak
+    footprint_at_peak: int  # what the allocator held right after the event of that peak
+    footprint_method: str  # "mallinfo2" (or "mallinfo"): glibc's; "anonymous-rss": preloaded
+    anonymous_growth_at_peak: int  # resident anonymous memory then, less before the first event
+    sampled_peak_footprint: int  # the most of the sampled footprints (0 unless sampled)
+    peak_rss: int  # the replayer's peak resident set (VmHWM), its own tables included
+    ns_per_call: float
+
+    @property
+    def fragmentation(self) -> float:
+        """Footprint over live bytes at the live peak (0.0 for a trace that allocates nothing)."""
+        return self.footprint_at_peak / self.peak_live if self.peak_live else 0.0
+
+
+def replayer() -> Path:
+    """The compiled replayer (built at the first call, then cached)."""
+    try:
+        return build(REPLAYER_C, "native-replayer", ["-O2", "-pthread"], [])
+    except CompilerUnavailable as exc:
+        raise NativeUnavailable(str(exc)) from None
+
+
+@cache
+def preloadable() -> dict[str, Path]:
+    """The allocators of :data:`PRELOADS` installed here: name -> the library's path.
+
+    Found in the dynamic linker's cache (``ldconfig -p``), so wherever the
+    distribution puts them.
+    """
+    ldconfig = shutil.which("ldconfig") or shutil.which("ldconfig", path="/sbin:/usr/sbin")
+    if ldconfig is None:
+        return {}
+    listing = subprocess.run([ldconfig, "-p"], capture_output=True, text=True).stdout
+    found: dict[str, Path] = {}
+    wide = sys.maxsize > 2**32  # a 64-bit process preloads the 64-bit build
+    for name, soname in PRELOADS.items():
+        pattern = rf"^\s*{re.escape(soname)} \(([^)]*)\) => (\S+)$"
+        for flags, where in re.findall(pattern, listing, re.M):
+            if ("64" in flags) == wide:
+                found[name] = Path(where)
+                break
+    return found
+
+
+def _trace_bytes(path: str | Path) -> bytes:
+    try:
+        with open_trace(path, "r") as fh:
+            return fh.read().encode("ascii")
+    except (OSError, EOFError, UnicodeDecodeError, zlib.error) as exc:
+        raise TraceError(f"cannot read trace {str(path)!r}: {exc}") from None
+
+
+def native_replay(
+    path: str | Path,
+    allocator: str = "glibc",
+    env: Mapping[str, str] | None = None,
+    sample: tuple[int, int] | None = None,
+) -> NativeResult:
+    """Replay the trace at ``path`` natively, paced, through ``allocator``.
+
+    ``allocator`` is ``"glibc"`` or a name of :func:`preloadable`.  ``env``
+    adds to the replayer's environment (``GLIBC_TUNABLES``, say).  With
+    ``sample=(every, start)`` the footprint is also read after event
+    ``start`` and every ``every``-th event after it (0-based, in file order
+    among the calls that did something), and the most of those readings is
+    ``sampled_peak_footprint``.
+
+    A trace :func:`arenas.trace.parse` would reject raises
+    :class:`~arenas.trace.TraceError` with the replayer's message;
+    :class:`NativeUnavailable` if it cannot be built; ``RuntimeError`` if
+    the allocator failed (out of memory, or a block whose stamp changed).
+    """
+    environment = {**os.environ, **(env or {})}
+    environment.pop("LD_PRELOAD", None)
+    if allocator != "glibc":
+        libraries = preloadable()
+        if allocator not in libraries:
+            known = ", ".join(["glibc", *libraries])
+            raise ValueError(f"no allocator {allocator!r} to preload here; known: {known}")
+        environment["LD_PRELOAD"] = str(libraries[allocator])
+    method = "heap" if allocator == "glibc" else "anon"
+    sampling = [str(n) for n in sample] if sample else []
+    proc = subprocess.run(
+        [str(replayer()), str(path), method, *sampling],
+        input=_trace_bytes(path),
+        capture_output=True,
+        env=environment,
+    )
+    message = proc.stderr.decode(errors="replace").strip()
+    if proc.returncode == 2:
+        raise TraceError(message)
+    if proc.returncode:
+        raise RuntimeError(f"the native replay through {allocator} failed: {message}")
+    data = json.loads(proc.stdout)
+    del data["heap_baseline"], data["timer_overhead_ns"]
+    return NativeResult(allocator=allocator, **data)
