@@ -3,12 +3,14 @@
 Commands (``python -m stress COMMAND --help`` for each):
 
   campaign   (the default) workloads x allocators x thread counts, then the
-             shipped traces replayed through arenas and glibc; a table, and
-             optionally JSON and PNG plots
+             shipped traces replayed through arenas, glibc via ctypes (speed),
+             and natively through glibc and any preloadable allocator
+             (footprint); tables, and optionally JSON and PNG plots
   list       the workloads, allocators and shipped traces
   run        one workload on chosen allocators and thread counts
   record     record a program's malloc calls:  record -o FILE -- COMMAND...
   replay     replay a trace through an allocator (and glibc, for comparison)
+  native     replay a trace in C through glibc or a preloaded allocator
   synth      write a synthetic trace (e.g. a million events, to test the tools at scale)
   fastpath   the fast-path benchmark (arenas vs glibc via ctypes, per call)
   scaling    throughput at 1..16 threads, many arenas against one, GIL and free-threaded
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -36,8 +37,19 @@ from arenas.cliargs import needs, writable_dir, writable_file
 from . import binding, fastpath, instructions, scaling, slabmodel
 from .adapters import ADAPTERS
 from .metrics import RunResult
+from .native import NativeResult, NativeUnavailable, native_replay, preloadable
 from .record import RecordError, record
-from .report import arena_distribution, plot, summary, table, to_json
+from .report import (
+    GLIBC_FOOTPRINT_NOTE,
+    TraceRow,
+    arena_distribution,
+    plot,
+    plot_traces,
+    summary,
+    table,
+    to_json,
+    trace_table,
+)
 from .trace import TraceError, replay, synthesize
 from .workloads import WORKLOADS, run_workload
 
@@ -121,6 +133,8 @@ def _runs(
 
 def _emit(results: list[RunResult], args: argparse.Namespace) -> None:
     print(table(results))
+    if any(r.allocator == "glibc" for r in results):
+        print(GLIBC_FOOTPRINT_NOTE)
     spread = arena_distribution(results)
     if spread:
         print("\nHow the arenas allocators spread over their arenas:")
@@ -162,24 +176,45 @@ def cmd_campaign(args: argparse.Namespace) -> int:
     _emit(results, args)
     traces = sorted(TRACES.glob("*.trace*"))
     if traces:
-        print(
-            "\nShipped traces, replayed in their recorded global order (--paced);"
-            " fragmentation = footprint / live at the live peak:"
-        )
-        print(
-            "| trace | events | threads | arenas ops/s | glibc ops/s | speed ratio"
-            " | arenas frag | glibc frag |"
-        )
-        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        native = ["glibc", *preloadable()]
+        rows: list[TraceRow] = []
+        missing = ""
         for path in traces[:1] if args.quick else traces:
             ours, plan, _ = replay(path, "arenas", paced=True)
-            theirs = _replay_elsewhere(path, "glibc", paced=True)
-            speed = theirs.get("ops_per_s", 0.0)
-            print(
-                f"| {path.name} | {plan.events:,} | {len(plan.threads)} | {ours.ops_per_s:,.0f}"
-                f" | {speed:,.0f} | {ours.ops_per_s / speed if speed else 0.0:.2f}"
-                f" | {ours.fragmentation:.2f} | {theirs.get('fragmentation', 0.0):.2f} |"
+            theirs, _, _ = replay(path, "glibc", paced=True)  # for its speed only
+            row = TraceRow(
+                path.name,
+                plan.events,
+                len(plan.threads),
+                ours.ops_per_s,
+                theirs.ops_per_s,
+                ours.fragmentation,
             )
+            for name in native:
+                try:
+                    result = native_replay(path, name)
+                except NativeUnavailable as exc:
+                    missing = str(exc).splitlines()[0]
+                    row.native_fragmentation[name] = None
+                    continue
+                row.native_fragmentation[name] = result.fragmentation
+                if name == "glibc":
+                    row.glibc_native_ns_per_call = result.ns_per_call
+            rows.append(row)
+        print(
+            "\nShipped traces, replayed in their recorded global order (paced);"
+            " fragmentation = footprint / live at the live peak.\n"
+            "Speed: arenas through its Python API, glibc-ctypes through ctypes, in the"
+            " same Python loop (every block stamped and checked).\n"
+            "Native: the trace replayed in C (python -m stress native); glibc's footprint"
+            " read by mallinfo2, a preloaded allocator's as the growth of resident"
+            " anonymous memory."
+        )
+        print(trace_table(rows, native))
+        if missing:
+            print(f"native columns empty: {missing}")
+        if args.plots:
+            print(f"plot: {plot_traces(rows, args.plots)}")
     print(f"\ncampaign took {time.perf_counter() - started:.0f} s")
     return 0
 
@@ -194,31 +229,6 @@ def cmd_record(args: argparse.Namespace) -> int:
     for other in rec.others:
         print(f"  another process: {other}")
     return 0
-
-
-def _replay_elsewhere(path: Path, allocator: str, paced: bool = False) -> dict[str, float]:
-    """Replay in a fresh process, so glibc's figures are not mixed with ours."""
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "stress",
-            "replay",
-            str(path),
-            "--allocator",
-            allocator,
-            "--json",
-            "-",
-            *(["--paced"] if paced else []),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).parent.parent,
-    )
-    if proc.returncode:
-        raise RuntimeError(f"replaying {path.name} through {allocator} failed:\n{proc.stderr}")
-    data: dict[str, float] = json.loads(proc.stdout)
-    return data
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -243,14 +253,43 @@ def cmd_replay(args: argparse.Namespace) -> int:
         f" {len(plan.live_at_end)} blocks ({left:,} B) left live by the trace, as it says"
     )
     if args.compare_glibc and allocator != "glibc":
-        theirs = _replay_elsewhere(Path(args.trace), "glibc", args.paced)
+        theirs, _, _ = replay(args.trace, "glibc", paced=args.paced)
         print(
-            f"glibc on the same trace (separate process): {theirs['ops_per_s']:,.0f} ops/s"
-            f" (arenas / glibc = {result.ops_per_s / theirs['ops_per_s']:.2f}),"
-            f" footprint {theirs['fragmentation']:.2f}x live"
+            f"glibc called from Python (ctypes, the same loop): {theirs.ops_per_s:,.0f} ops/s"
+            f" ({allocator} / glibc-ctypes = {result.ops_per_s / theirs.ops_per_s:.2f})"
         )
+        try:
+            print(_native_line(native_replay(args.trace, "glibc")))
+        except NativeUnavailable as exc:
+            print(f"glibc natively: not measured, {str(exc).splitlines()[0]}")
     if args.json:
         to_json([result], args.json)
+    return 0
+
+
+def _native_line(result: NativeResult) -> str:
+    return (
+        f"{result.allocator} natively (paced, in C): footprint {result.fragmentation:.2f}x live"
+        f" at the live peak ({result.footprint_at_peak:,} B for {result.peak_live:,} B,"
+        f" {result.footprint_method}), {result.ns_per_call:,.1f} ns per call"
+    )
+
+
+def cmd_native(args: argparse.Namespace) -> int:
+    known = ["glibc", *preloadable()]
+    allocators = _csv(args.allocator, known, "allocator (installed here)")
+    try:
+        results = [native_replay(args.trace, name) for name in allocators]
+    except NativeUnavailable as exc:
+        raise UsageError(str(exc)) from None
+    if args.json == "-":
+        for result in results:
+            print(json.dumps({**asdict(result), "fragmentation": result.fragmentation}))
+        return 0
+    first = results[0]
+    print(f"{Path(args.trace).name}: {first.events:,} events in {first.threads} threads")
+    for result in results:
+        print(_native_line(result))
     return 0
 
 
@@ -312,6 +351,15 @@ def parser() -> argparse.ArgumentParser:
         help="FILE, or - for one JSON line on stdout",
     )
 
+    nat = sub.add_parser("native", help="replay a trace in C (glibc, jemalloc, ...)")
+    nat.add_argument("trace")
+    nat.add_argument(
+        "--allocator",
+        default="glibc",
+        help="glibc, or any of jemalloc, tcmalloc, mimalloc installed here (a comma list)",
+    )
+    nat.add_argument("--json", choices=["-"], help="- for one JSON line per allocator")
+
     syn = sub.add_parser("synth", help="write a synthetic trace")
     syn.add_argument("-o", "--output", required=True, type=writable_file)
     syn.add_argument("--events", type=int, default=1_000_000)
@@ -344,6 +392,7 @@ COMMANDS: dict[str, Handler] = {
     "run": _parsed("run", cmd_run),
     "record": _parsed("record", cmd_record),
     "replay": _parsed("replay", cmd_replay),
+    "native": _parsed("native", cmd_native),
     "synth": _parsed("synth", cmd_synth),
     "fastpath": fastpath.main,
     "scaling": scaling.main,

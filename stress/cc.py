@@ -67,9 +67,12 @@ def build(source: str, name: str, flags: list[str], libs: list[str]) -> Path:
     partial = directory / f"{name}.{os.getpid()}.partial"
     src.write_text(source)
     try:
-        proc = subprocess.run(
-            [cc, *flags, "-o", str(partial), str(src), *libs], capture_output=True, text=True
-        )
+        try:
+            proc = subprocess.run(
+                [cc, *flags, "-o", str(partial), str(src), *libs], capture_output=True, text=True
+            )
+        except OSError as exc:
+            raise CompilerUnavailable(f"cannot run the C compiler {cc!r}: {exc}") from None
         if proc.returncode:
             raise CompilerUnavailable(f"compiling {name} failed:\n{proc.stderr}")
         os.replace(partial, target)

@@ -15,7 +15,8 @@ between allocators measured side by side on the same (shared, noisy) machine:
 5. **threads**: the churn loop in 8 threads at once, aggregate throughput
    against the same total work in 1 thread;
 6. **memory**: on the churn loop, the allocator's peak footprint divided by
-   the peak of live (requested) bytes.
+   the peak of live (requested) bytes; glibc's measured natively, the same
+   draws replayed in C (:func:`glibc_footprint_ratio`).
 
 Competitors: ``arenas`` through its module-level int API (the same objects
 whether imported before or after the first call), an ``Allocator()``'s own
@@ -35,8 +36,8 @@ import os
 import queue
 import random
 import statistics
-import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -46,7 +47,8 @@ from typing import Any
 
 import arenas
 from arenas.cliargs import writable_file
-from arenas.tunables import M_TOP_PAD, M_TRIM_THRESHOLD, parse_tunables
+from arenas.trace import Call, write_calls
+from arenas.tunables import parse_tunables
 
 from .harness import (
     LIVE,
@@ -55,12 +57,11 @@ from .harness import (
     churn_draws,
     churn_loop,
     floor_functions,
-    glibc,
-    glibc_footprint,
     glibc_functions,
     pairs_loop,
     run_in_threads,
 )
+from .native import NativeUnavailable, native_replay
 
 
 def _mp_heap() -> tuple[Malloc, Free]:
@@ -195,7 +196,7 @@ class Result:
     threads_1: float
     threads_8: float
     memory: Footprint
-    glibc_footprint_ratio: float
+    glibc_footprint_ratio: float | None  # None: no C compiler to measure it natively
 
     def ratios(self) -> dict[str, float]:
         p, c = self.pairs, self.churn
@@ -212,7 +213,11 @@ class Result:
             "handoff, 32 threads attached / 2": self.crowded / self.handoff["arenas"],
             "8 threads / 1 thread": self.threads_8 / self.threads_1,
             "peak footprint / peak live": self.memory.ratio,
-            "footprint ratio arenas/glibc": self.memory.ratio / self.glibc_footprint_ratio,
+            **(
+                {"footprint ratio arenas/glibc native": self.memory.ratio / glibc}
+                if (glibc := self.glibc_footprint_ratio)
+                else {}
+            ),
         }
 
 
@@ -267,48 +272,48 @@ def footprint(steps: int, live: int, seed: int) -> Footprint:
     return Footprint(*found, parts=parts)
 
 
-def glibc_footprint_ratio(steps: int, live: int, seed: int) -> float:
-    """glibc's peak footprint / peak live on the same churn, in a process of its own.
+#: glibc's settings for the churn's native replay: its heap grows only as far
+#: as it is used, and gives a free page at its top back at once.
+GLIBC_NO_PAD = "glibc.malloc.top_pad=0:glibc.malloc.trim_threshold=0"
 
-    The loop runs in a new thread, so glibc serves it from a fresh arena of
-    its own rather than from free space the interpreter left in the main
-    arena.  ``M_TOP_PAD`` and ``M_TRIM_THRESHOLD`` are 0, so that arena's heap
-    grows only as far as it is used and gives back a free page at its top at
-    once (arenas' figure leaves its top chunk out likewise).  The footprint
-    is the growth of ``mallinfo2``'s arena + mapped bytes.
+
+def churn_calls(steps: int, live: int, seed: int) -> list[Call]:
+    """The churn loop as a trace: ``live`` mallocs, then a free and a malloc per step.
+
+    The same draws as :func:`footprint` runs (:func:`churn_draws`); each slot
+    has an address of its own, reused as the loop reuses the slot.
     """
-    code = (
-        f"from stress.fastpath import _glibc_footprint_here as f; print(f({steps}, {live}, {seed}))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=600
-    )
-    return float(out.stdout)
+    sizes, slots = churn_draws(steps, live, seed)
+    calls = [Call(0, "m", (size, 16 * (slot + 1))) for slot, size in enumerate(sizes[:live])]
+    for size, slot in zip(sizes, slots, strict=True):
+        calls.append(Call(0, "f", (16 * (slot + 1),)))
+        calls.append(Call(0, "m", (size, 16 * (slot + 1))))
+    return calls
 
 
-def _glibc_footprint_here(steps: int, live: int, seed: int) -> float:
-    mallopt, malloc, free = glibc("mallopt", "malloc", "free")
-    mallopt(M_TOP_PAD, 0)  # (arenas' mallopt numbers are glibc's)
-    mallopt(M_TRIM_THRESHOLD, 0)
-    base = [0]
-    ratio: list[float] = []
+def glibc_footprint_ratio(steps: int, live: int, seed: int) -> float:
+    """glibc's peak footprint / peak live on the same churn, replayed natively.
 
-    def start() -> None:  # after the loop's own lists exist: they live in glibc's heap too
-        base[0] = glibc_footprint()
+    The draws are written as a trace (:func:`churn_calls`) and replayed by
+    :mod:`stress.native`, whose process holds nothing else in glibc's heap.
+    What is counted is ``mallinfo2``'s ``arena + hblkhd``: the main arena's
+    heap, its top chunk included (which :data:`GLIBC_NO_PAD` keeps under a
+    page, as arenas' figure leaves its top out), read after the same steps as
+    arenas' (every 64th step's malloc, from the first), the most of those
+    readings over the peak of live bytes.  ``GLIBC_TUNABLES`` in the
+    environment is kept (``glibc.malloc.tcache_count=0``, say).
 
-    def measure() -> tuple[int, int]:
-        grown = glibc_footprint() - base[0]
-        return grown, grown
-
-    sizes, slots = churn_draws(steps, live, seed)  # in the main arena, before the loop's own
-
-    def loop() -> None:
-        ratio.append(_footprint(sizes, slots, live, malloc, free, measure, start)[0])
-
-    worker = threading.Thread(target=loop)
-    worker.start()
-    worker.join()
-    return ratio[0]
+    Raises :class:`~stress.native.NativeUnavailable` without a C compiler.
+    """
+    tunables = ":".join(filter(None, [os.environ.get("GLIBC_TUNABLES"), GLIBC_NO_PAD]))
+    with tempfile.TemporaryDirectory(prefix="arenas-churn-") as tmp:
+        trace = os.path.join(tmp, "churn.trace")
+        write_calls(trace, churn_calls(steps, live, seed))
+        # the footprint() loop reads after step s's malloc (event live + 2s + 1), s % 64 == 0
+        result = native_replay(
+            trace, "glibc", env={"GLIBC_TUNABLES": tunables}, sample=(128, live + 1)
+        )
+    return result.sampled_peak_footprint / result.peak_live
 
 
 def _footprint(
@@ -318,12 +323,9 @@ def _footprint(
     malloc: Malloc,
     free: Free,
     measure: Measure,
-    start: Callable[[], None] | None = None,
 ) -> tuple[float, float, int, int]:
     held = list(sizes[:live])
     blocks: list[Any] = [0] * live
-    if start is not None:
-        start()
     for slot, size in enumerate(held):
         blocks[slot] = malloc(size)
     live_bytes = sum(held)
@@ -378,7 +380,7 @@ def run(n: int, rounds: int, seed: int, progress: bool = True) -> Result:
         t1 = max(t1, thread_scaling(1, n, seed))
         t8 = max(t8, thread_scaling(8, n, seed))
     memory = footprint(n, LIVE, seed)
-    glibc_ratio = glibc_footprint_ratio(n, LIVE, seed)
+    glibc_ratio = _glibc_ratio_if_possible(n, LIVE, seed)
     if progress:
         print("\r" + " " * 40 + "\r", end="", file=sys.stderr)
     return Result(
@@ -395,14 +397,23 @@ def run(n: int, rounds: int, seed: int, progress: bool = True) -> Result:
     )
 
 
-def memory_report(memory: Footprint, glibc_ratio: float) -> list[str]:
+def _glibc_ratio_if_possible(steps: int, live: int, seed: int) -> float | None:
+    try:
+        return glibc_footprint_ratio(steps, live, seed)
+    except NativeUnavailable:
+        return None
+
+
+def memory_report(memory: Footprint, glibc_ratio: float | None) -> list[str]:
+    glibc = "not measured (no C compiler)" if glibc_ratio is None else f"ratio {glibc_ratio:.3f}"
     return [
         f"peak live {memory.peak_live:,} B, peak footprint {memory.peak_footprint:,} B"
         f" (top chunk excluded): ratio {memory.ratio:.3f};"
         f" with the top: {memory.ratio_with_top:.2f}",
         "at the footprint's peak:",
         *(f"  {part}: {size:,} B" for part, size in memory.parts.items()),
-        f"glibc on the same churn (own process, mallinfo2, top excluded): ratio {glibc_ratio:.3f}",
+        "glibc natively on the same churn (replayed in C; mallinfo2, top_pad and"
+        f" trim_threshold 0, read after the same steps): {glibc}",
     ]
 
 
@@ -438,7 +449,7 @@ def report(result: Result) -> str:
         "handoff, 32 threads attached / 2": "-",
         "8 threads / 1 thread": ">= 0.9",
         "peak footprint / peak live": "<= 1.25",
-        "footprint ratio arenas/glibc": "-",
+        "footprint ratio arenas/glibc native": "-",
     }
     for name, value in result.ratios().items():
         lines.append(f"| {name} | {value:.2f} | {targets[name]} |")
@@ -504,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("-n must be at least 1000 and --rounds at least 1")
     if args.memory_only:
         memory = footprint(args.n, LIVE, args.seed)
-        glibc_ratio = glibc_footprint_ratio(args.n, LIVE, args.seed)
+        glibc_ratio = _glibc_ratio_if_possible(args.n, LIVE, args.seed)
         print("\n".join(memory_report(memory, glibc_ratio)))
         return 0
     result = run(args.n, args.rounds, args.seed)

@@ -15,8 +15,9 @@ benchmark module imports this one, never another benchmark.
 * :func:`run_in_threads`: a loop in several threads at once, timed by the
   workers' own clocks;
 * glibc through ``ctypes``: :func:`glibc` (new function objects for any of
-  the malloc family), :func:`glibc_functions` (its malloc and free),
-  :func:`glibc_footprint` (``mallinfo2``);
+  the malloc family), :func:`glibc_functions` (its malloc and free).  Not
+  its footprint: in a Python process the interpreter's own objects live in
+  glibc's heap too, so :mod:`stress.native` measures it, natively;
 * :func:`floor_functions`: no allocator at all, only the calls and the loop;
 * :func:`interpreter_name`: which interpreter ran them.
 """
@@ -135,24 +136,6 @@ def run_in_threads(
 
 
 # --------------------------------------------------------- glibc via ctypes
-class _Mallinfo2(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in (
-            "arena",
-            "ordblks",
-            "smblks",
-            "hblks",
-            "hblkhd",
-            "usmblks",
-            "fsmblks",
-            "uordblks",
-            "fordblks",
-            "keepcost",
-        )
-    ]
-
-
 _SIGNATURES: dict[str, tuple[Any, ...]] = {  # name -> (result type, *argument types)
     "malloc": (ctypes.c_void_p, ctypes.c_size_t),
     "free": (None, ctypes.c_void_p),
@@ -160,7 +143,6 @@ _SIGNATURES: dict[str, tuple[Any, ...]] = {  # name -> (result type, *argument t
     "calloc": (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t),
     "memalign": (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t),
     "mallopt": (ctypes.c_int, ctypes.c_int, ctypes.c_int),
-    "mallinfo2": (_Mallinfo2,),
 }
 
 
@@ -179,20 +161,6 @@ def glibc_functions() -> tuple[Malloc, Free]:
     """glibc's malloc and free as new ctypes function objects (one pair per thread)."""
     malloc, free = glibc("malloc", "free")
     return malloc, free
-
-
-try:
-    (_mallinfo2,) = glibc("mallinfo2")
-except AttributeError:  # glibc before 2.33
-    _mallinfo2 = None
-
-
-def glibc_footprint() -> int:
-    """glibc's bytes from the system: mallinfo2's arena + hblkhd (0 if unavailable)."""
-    if _mallinfo2 is None:
-        return 0
-    info = _mallinfo2()
-    return int(info.arena + info.hblkhd)
 
 
 # ----------------------------------------------------------------- the floor

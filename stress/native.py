@@ -404,7 +404,8 @@ static void parse(void) {
     for (size_t i = 0; i < text_len; i++) {
         unsigned char c = (unsigned char)text[i];
         if (c >= 0x80) {
-            begin_error(0); put("cannot read trace '"); put(label); put("': byte ");
+            msg_len = 0; /* as Python words it, the name inside */
+            put("cannot read trace '"); put(label); put("': byte ");
             put_hex(c); put(" at offset "); put_u(i); put(" is not ASCII");
             die(2);
         }

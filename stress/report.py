@@ -1,5 +1,11 @@
 """Reports: a table for the terminal, JSON for machines, PNG plots for people.
 
+Two kinds of run are reported: the workloads' (:class:`~stress.metrics.RunResult`,
+one per workload, allocator and thread count) and the shipped traces'
+(:class:`TraceRow`: arenas replayed through its Python API, glibc through
+``ctypes`` for speed, and glibc and the preloadable allocators natively,
+:mod:`stress.native`, for footprint).
+
 Locking: none; reports are built after the runs finish.
 """
 
@@ -7,12 +13,26 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .metrics import RunResult
 
-__all__ = ["plot", "table", "to_json"]
+__all__ = [
+    "GLIBC_FOOTPRINT_NOTE",
+    "TraceRow",
+    "plot",
+    "plot_traces",
+    "table",
+    "to_json",
+    "trace_table",
+]
+
+#: The table's note on glibc in the workloads (see :func:`table`).
+GLIBC_FOOTPRINT_NOTE = (
+    "glibc's footprint is not measured in the workloads: through ctypes, the"
+    " interpreter's own objects share its heap. The traces below measure it natively."
+)
 
 
 def _mib(n: float) -> str:
@@ -27,12 +47,57 @@ def table(results: Sequence[RunResult]) -> str:
     )
     lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
-        frag = f"{r.fragmentation:.2f}" if r.fragmentation else "-"
+        measured = r.peak_footprint > 0  # (not for glibc: see GLIBC_FOOTPRINT_NOTE)
+        frag = f"{r.fragmentation:.2f}" if measured and r.fragmentation else "-"
+        footprint = _mib(r.peak_footprint) if measured else "-"
         lines.append(
             f"| {r.workload} | {r.allocator} | {r.threads} | {r.ops_per_s:,.0f}"
             f" | {r.p50_ns:,.0f} | {r.p99_ns:,.0f} | {r.p999_ns:,.0f}"
-            f" | {_mib(r.peak_live)} | {_mib(r.peak_footprint)} | {frag} | {_mib(r.peak_rss)} |"
+            f" | {_mib(r.peak_live)} | {footprint} | {frag} | {_mib(r.peak_rss)} |"
         )
+    return "\n".join(lines)
+
+
+@dataclass
+class TraceRow:
+    """One shipped trace in the campaign: speeds through Python, footprints natively."""
+
+    trace: str
+    events: int
+    threads: int
+    arenas_ops_per_s: float  # arenas through its Python API, paced, every block checked
+    glibc_ctypes_ops_per_s: float  # glibc through ctypes, in the same Python loop
+    arenas_fragmentation: float  # footprint / live at the live peak
+    # allocator -> footprint / live at the live peak, replayed natively; None: not measured
+    native_fragmentation: dict[str, float | None] = field(default_factory=dict)
+    glibc_native_ns_per_call: float | None = None
+
+
+def trace_table(rows: Sequence[TraceRow], native: Sequence[str]) -> str:
+    """The traces' table: speeds, then arenas' and each ``native`` allocator's fragmentation."""
+    head = (
+        "| trace | events | threads | arenas ops/s | glibc-ctypes ops/s | arenas / glibc-ctypes"
+        " | glibc native ns/call | arenas frag |"
+        + "".join(f" {name} native frag |" for name in native)
+    )
+    lines = [head, "|---|" + "---:|" * (7 + len(native))]
+    for r in rows:
+        ratio = r.arenas_ops_per_s / r.glibc_ctypes_ops_per_s if r.glibc_ctypes_ops_per_s else 0
+        ns = r.glibc_native_ns_per_call
+        cells = [
+            r.trace,
+            f"{r.events:,}",
+            str(r.threads),
+            f"{r.arenas_ops_per_s:,.0f}",
+            f"{r.glibc_ctypes_ops_per_s:,.0f}",
+            f"{ratio:.2f}",
+            "" if ns is None else f"{ns:,.0f}",
+            f"{r.arenas_fragmentation:.2f}",
+        ]
+        for name in native:
+            frag = r.native_fragmentation.get(name)
+            cells.append("" if frag is None else f"{frag:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -115,7 +180,8 @@ def plot(results: Sequence[RunResult], directory: str | Path) -> list[Path]:
     busiest = max(results, key=lambda r: r.peak_live)
     fig, ax = plt.subplots(figsize=(6, 3.2))
     for r in results:
-        if r.workload == busiest.workload and r.threads == busiest.threads and r.timeline:
+        measured = r.timeline and r.peak_footprint
+        if r.workload == busiest.workload and r.threads == busiest.threads and measured:
             t = [p[0] for p in r.timeline]
             ax.plot(t, [p[2] / (1 << 20) for p in r.timeline], label=f"{r.allocator} footprint")
     if busiest.timeline:
@@ -135,3 +201,38 @@ def plot(results: Sequence[RunResult], directory: str | Path) -> list[Path]:
     plt.close(fig)
     written.append(path)
     return written
+
+
+def plot_traces(rows: Sequence[TraceRow], directory: str | Path) -> Path:
+    """Footprint / live at the live peak, per trace: arenas and each native allocator
+    side by side (``traces.png``); an allocator not measured has no bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ["arenas", *dict.fromkeys(n for r in rows for n in r.native_fragmentation)]
+    width = 0.8 / len(names)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(rows)), 3.4))
+    for k, name in enumerate(names):
+        xs: list[float] = []
+        heights: list[float] = []
+        for i, r in enumerate(rows):
+            value = r.arenas_fragmentation if name == "arenas" else r.native_fragmentation[name]
+            if value is not None:
+                xs.append(i + (k - (len(names) - 1) / 2) * width)
+                heights.append(value)
+        label = name if name == "arenas" else f"{name} (native)"
+        ax.bar(xs, heights, width, label=label)
+    ax.axhline(1.0, color="k", linewidth=0.8, linestyle="--")
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels([r.trace.split(".trace")[0] for r in rows], fontsize=8)
+    ax.set_ylabel("footprint / live at the live peak")
+    ax.set_title("Shipped traces, paced: what each allocator holds for the live bytes", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    path = Path(directory) / "traces.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
