@@ -393,14 +393,13 @@ class ThreadCaches:
     def return_blocks(self, cls: int, blocks: list[int]) -> None:
         """Give blocks back to their slabs, each under its own arena's lock."""
         owners = self.table.owners(blocks, cls)
-        keep_spare = self.counts[cls] == 0
         pool = owners[0].pool
         for slab in owners:
             if slab.pool is not pool:
                 break
         else:  # the usual case: one arena, one lock
             with pool.lock:
-                pool.give_back(cls, blocks, owners, keep_spare)
+                pool.give_back(cls, blocks, owners)
             return
         by_pool: dict[SlabPool, tuple[list[int], list[Slab]]] = {}
         for addr, slab in zip(blocks, owners, strict=True):
@@ -409,7 +408,7 @@ class ThreadCaches:
             theirs.append(slab)
         for pool, (mine, theirs) in by_pool.items():
             with pool.lock:
-                pool.give_back(cls, mine, theirs, keep_spare)
+                pool.give_back(cls, mine, theirs)
 
     def _flush_bins(self, bins: list[list[int]]) -> None:
         for cls, cached in enumerate(bins):
