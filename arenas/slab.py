@@ -456,15 +456,29 @@ class SlabPool:
         return new
 
     # ---------------------------------------------------------------- return
-    def give_back(self, cls: int, blocks: list[int], slabs: list[Slab]) -> None:
-        """Return ``blocks`` (class ``cls``) to ``slabs`` (the slab of each, all in this pool).
+    def give_back(self, cls: int, blocks: list[int]) -> list[int]:
+        """Return those of ``blocks`` (class ``cls``) whose slabs are in this pool to
+        their slabs; lock held.  Returns the others, in order.
 
-        Lock held.  A slab that becomes wholly free is kept as one of its
-        class's spares (see the class docstring).
+        One loop finds each block's slab (:meth:`SlabTable.owners`, inline) and
+        frees it there: a flush costs this loop and no more, per block.  A slab
+        that becomes wholly free is kept as one of its class's spares.
         """
+        table = self.table.slabs
+        mask = -CLASS_WINDOWS[cls]
         partial = self.partial[cls]
         emptied: list[Slab] = []
-        for addr, slab in zip(blocks, slabs, strict=True):
+        others: list[int] = []
+        for addr in blocks:
+            found = table[addr & mask]
+            slab = found[-1]
+            if slab.base > addr:  # the window is shared: an earlier slab holds it
+                for slab in reversed(found):
+                    if slab.base <= addr:
+                        break
+            if slab.pool is not self:
+                others.append(addr)
+                continue
             slab.free.append(addr)
             slab.nfree = nfree = slab.nfree + 1
             if nfree == 1:
@@ -475,6 +489,7 @@ class SlabPool:
             for slab in emptied:
                 del partial[slab.base]
             self.spares[cls] += emptied
+        return others
 
     def _spare_for(self, length: int) -> Slab | None:
         """The spare to give back so that a ``length``-byte slab can be cut: the
@@ -516,7 +531,7 @@ class SlabPool:
                 if addr not in held and addr not in free
             ]
             if orphans:
-                self.give_back(slab.cls, orphans, [slab] * len(orphans))
+                self.give_back(slab.cls, orphans)
 
     def _release(self, slab: Slab) -> None:
         del self.slabs[slab.base]
