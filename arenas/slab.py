@@ -26,9 +26,10 @@ that window in address order, and the block's slab is the last of
 Blocks never touched stay beyond ``bump`` (their pages are never made
 resident); freed blocks go on the slab's ``free`` list.  Refills take the
 fullest partial slab first, so emptier ones drain.  A slab whose blocks are
-all free again goes back to its arena as an ordinary free chunk (with no
-thread cache, one empty slab per class is kept back to avoid churning), so
-memory from a finished burst can serve any size.
+all free again is kept as a *spare* of its class, which the next refill
+takes before carving a new slab; spares go back to the arena as ordinary
+free chunks before it cuts its top or grows its heap for a slab, and on
+``trim()``, so memory from a finished burst can serve any size.
 
 Locking: a slab and its :class:`SlabPool` are guarded by the owning arena's
 lock.  :class:`SlabTable` (window -> slabs) is read without a lock (one
@@ -39,6 +40,7 @@ its own lock.
 
 from __future__ import annotations
 
+import operator
 import threading
 from collections.abc import Iterable
 from typing import Protocol
@@ -344,30 +346,35 @@ class SlabPool:
 
     A slab is in exactly one of these states, and on these lists::
 
-        state     free blocks         partial[cls]   spare[cls]   slabs
-        full      0                   no             no           yes
-        partial   1 .. capacity - 1   yes            no           yes
-        spare     capacity            yes            yes          yes
-        gone      -                   no             no           no: its chunk is the arena's again
+        state     free blocks         partial[cls]  spares[cls]  slabs
+        full      0                   no            no           yes
+        partial   1 .. capacity - 1   yes           no           yes
+        spare     capacity            no            yes          yes
+        gone      -                   no            no           no: the arena's chunk again
 
-    A slab whose last block comes back is gone at once, unless it stays as
-    its class's one spare (with no thread cache, a loop that allocates and
-    frees one block would otherwise carve and free a slab every time).  A
-    refill that takes from the spare makes it partial again.
+    A slab whose last block comes back is kept as a spare of its class: the
+    next refill of the class takes it with no work on the arena, where
+    carving a slab and freeing it as a chunk cost about ten times what
+    handing out its blocks does (a program that frees a burst and allocates
+    the next carved and freed every slab of it).  Spares go back to the
+    arena when it needs the room: before a new slab is cut from the top
+    chunk or the heap grows, one at a time, as many as it takes
+    (:meth:`_new_slabs`), and all of them on ``trim()``.
 
     Locking: everything here is guarded by the owning arena's lock
     (:attr:`lock`); the :class:`SlabTable` has its own.
     """
 
-    __slots__ = ("owner", "partial", "slabs", "spare", "table")
+    __slots__ = ("owner", "partial", "slabs", "spares", "table")
 
     def __init__(self, owner: ChunkLender, table: SlabTable) -> None:
         self.owner = owner
         self.table = table
         self.slabs: dict[int, Slab] = {}  # chunk address -> slab
-        # per class: the slabs with a free block (chunk address -> slab), and one spare
+        # per class: the slabs with some blocks free (chunk address -> slab), and
+        # the slabs with all of them free
         self.partial: list[dict[int, Slab]] = [{} for _ in range(NCLASSES)]
-        self.spare: list[Slab | None] = [None] * NCLASSES
+        self.spares: list[list[Slab]] = [[] for _ in range(NCLASSES)]
 
     @property
     def lock(self) -> threading.Lock:
@@ -378,30 +385,40 @@ class SlabPool:
     def take(self, cls: int, n: int, top: bool = True, grow: bool = True) -> list[int]:
         """Up to ``n`` free blocks of class ``cls`` (new slabs if needed); lock held.
 
-        Returns fewer (possibly none) only when the arena cannot lend a new
-        slab's chunk: from free chunks, then from the top chunk if ``top``,
-        then from a grown heap if ``grow`` (:meth:`Arena.lend_slab_chunks`).
-        The partial slabs are sorted once per call, fullest first, so that
-        emptier ones drain and go back; a scan per slab taken would make a
-        refill quadratic in the number of partial slabs.
+        Partial slabs first, fullest first, so that emptier ones drain; then
+        the class's spares; then new slabs.  Returns fewer (possibly none)
+        only when the arena cannot lend a new slab's chunk: from free chunks,
+        then from the top chunk if ``top``, then from a grown heap if
+        ``grow`` (:meth:`Arena.lend_slab_chunks`), every class's spares going
+        back before the heap grows.  The partial slabs are sorted once per
+        call: a scan per slab taken would make a refill quadratic in their
+        number.
         """
         out: list[int] = []
         partial = self.partial[cls]
         if partial:
-            spare = self.spare[cls]
             order = (
-                sorted(partial.values(), key=_free_count)
-                if len(partial) > 1
-                else list(partial.values())
+                sorted(partial.values(), key=_free_count) if len(partial) > 1 else partial.values()
             )
+            full = []
             for slab in order:
                 n -= _take(slab, n, out)
                 if slab.nfree == 0:
-                    del partial[slab.base]
-                if slab is spare:
-                    self.spare[cls] = None
+                    full.append(slab.base)
                 if not n:
-                    return out
+                    break
+            for base in full:
+                del partial[base]
+            if not n:
+                return out
+        spares = self.spares[cls]
+        while spares:
+            slab = spares.pop()
+            n -= _take(slab, n, out)
+            if slab.nfree:
+                partial[slab.base] = slab
+            if not n:
+                return out
         while n:
             # All the slabs the rest needs, carved in one go, or as many as fit.
             fresh = self._new_slabs(cls, -(-n // CLASS_BLOCKS[cls]), top, grow)
@@ -415,7 +432,18 @@ class SlabPool:
 
     def _new_slabs(self, cls: int, count: int, top: bool, grow: bool) -> list[Slab]:
         owner = self.owner
-        mems = owner.lend_slab_chunks(CLASS_SLAB_BYTES[cls], count, top, grow)
+        length = CLASS_SLAB_BYTES[cls]
+        mems = owner.lend_slab_chunks(length, count, False, False)
+        # Before the top chunk is cut or the heap grows, spares of other classes go
+        # back, one at a time, each a free chunk that may serve.
+        while len(mems) < count:
+            spare = self._spare_for(length)
+            if spare is None:
+                break
+            self._release(spare)
+            mems += owner.lend_slab_chunks(length, count - len(mems), False, False)
+        if len(mems) < count and top:
+            mems += owner.lend_slab_chunks(length, count - len(mems), top, grow)
         if not mems:
             return []
         # One run of slabs may come from free chunks in several of the arena's heaps.
@@ -428,35 +456,62 @@ class SlabPool:
         return new
 
     # ---------------------------------------------------------------- return
-    def give_back(
-        self, cls: int, blocks: list[int], slabs: list[Slab], keep_spare: bool = False
-    ) -> None:
-        """Return ``blocks`` (class ``cls``) to ``slabs`` (the slab of each, all in this pool).
+    def give_back(self, cls: int, blocks: list[int]) -> list[int]:
+        """Return those of ``blocks`` (class ``cls``) whose slabs are in this pool to
+        their slabs; lock held.  Returns the others, in order.
 
-        Lock held.  A slab that becomes wholly free goes back to the arena,
-        unless ``keep_spare`` asks to keep one such slab per class.
+        One loop finds each block's slab (:meth:`SlabTable.owners`, inline) and
+        frees it there: a flush costs this loop and no more, per block.  A slab
+        that becomes wholly free is kept as one of its class's spares.
         """
+        table = self.table.slabs
+        mask = -CLASS_WINDOWS[cls]
         partial = self.partial[cls]
-        for addr, slab in zip(blocks, slabs, strict=True):
+        emptied: list[Slab] = []
+        others: list[int] = []
+        for addr in blocks:
+            found = table[addr & mask]
+            slab = found[-1]
+            if slab.base > addr:  # the window is shared: an earlier slab holds it
+                for slab in reversed(found):
+                    if slab.base <= addr:
+                        break
+            if slab.pool is not self:
+                others.append(addr)
+                continue
             slab.free.append(addr)
-            slab.nfree += 1
-            if slab.nfree == 1:
+            slab.nfree = nfree = slab.nfree + 1
+            if nfree == 1:
                 partial[slab.base] = slab
-            if slab.nfree == slab.capacity:
-                spare = self.spare[cls]
-                if spare is None and keep_spare:
-                    self.spare[cls] = slab
-                elif spare is not slab:
-                    self._release(slab)
+            elif nfree == slab.capacity:
+                emptied.append(slab)
+        if emptied:
+            for slab in emptied:
+                del partial[slab.base]
+            self.spares[cls] += emptied
+        return others
+
+    def _spare_for(self, length: int) -> Slab | None:
+        """The spare to give back so that a ``length``-byte slab can be cut: the
+        smallest that holds one, else the biggest (its neighbours may be free)."""
+        best: list[Slab] | None = None
+        for cls in _BY_SLAB_BYTES:
+            spares = self.spares[cls]
+            if spares:
+                best = spares
+                if CLASS_SLAB_BYTES[cls] >= length:
+                    break
+        return None if best is None else best.pop()
 
     def release_spares(self) -> int:
-        """Give the wholly free spare slabs back as chunks (lock held).  Returns their bytes."""
+        """Give every spare slab back to the arena as a chunk (lock held).  Returns their bytes."""
         released = 0
-        for cls, spare in enumerate(self.spare):
-            if spare is not None and spare.nfree == spare.capacity:
-                self.spare[cls] = None
-                released += CLASS_SLAB_BYTES[cls]
-                self._release(spare)
+        for cls, spares in enumerate(self.spares):
+            if spares:
+                released += CLASS_SLAB_BYTES[cls] * len(spares)
+                for slab in spares:
+                    self._release(slab)
+                spares.clear()
         return released
 
     def reclaim_orphans(self, held: set[int]) -> None:
@@ -476,10 +531,9 @@ class SlabPool:
                 if addr not in held and addr not in free
             ]
             if orphans:
-                self.give_back(slab.cls, orphans, [slab] * len(orphans))
+                self.give_back(slab.cls, orphans)
 
     def _release(self, slab: Slab) -> None:
-        del self.partial[slab.cls][slab.base]
         del self.slabs[slab.base]
         self.table.remove(slab)
         self.owner.take_back_slab_chunk(chunk2mem(slab.base))
@@ -499,6 +553,9 @@ class SlabPool:
         owner = self.owner
         table = self.table.slabs
         lent = owner.lent
+        spares = [set(found) for found in self.spares]
+        if sum(map(len, spares)) != sum(map(len, self.spares)):
+            raise HeapCorruption(f"arena {owner.index}: a spare slab is listed twice")
         for base, slab in self.slabs.items():
             where = f"slab {base:#x} (class {slab.size}) of arena {owner.index}"
             if slab.pool is not self or any(
@@ -514,14 +571,18 @@ class SlabPool:
                 raise HeapCorruption(f"{where}: free count disagrees with its free list")
             if any(not slab.is_block(b) or b >= slab.bump for b in slab.free):
                 raise HeapCorruption(f"{where}: free list holds a non-block")
-            if (slab.nfree > 0) != (base in self.partial[slab.cls]):
+            if (0 < slab.nfree < slab.capacity) != (base in self.partial[slab.cls]):
                 raise HeapCorruption(f"{where}: partial-list membership is wrong")
+            if (slab.nfree == slab.capacity) != (slab in spares[slab.cls]):
+                raise HeapCorruption(f"{where}: spare-list membership is wrong")
         if len(lent) != len(self.slabs):
             raise HeapCorruption(f"arena {owner.index} lent chunks to slabs it no longer has")
         for cls, partial in enumerate(self.partial):
-            for base, slab in partial.items():
-                if self.slabs.get(base) is not slab or slab.cls != cls:
-                    raise HeapCorruption(f"arena {owner.index}: stale slab {base:#x} in a list")
+            for slab in (*partial.values(), *self.spares[cls]):
+                if self.slabs.get(slab.base) is not slab or slab.cls != cls:
+                    raise HeapCorruption(
+                        f"arena {owner.index}: stale slab {slab.base:#x} in a list"
+                    )
 
 
 def _take(slab: Slab, n: int, out: list[int]) -> int:
@@ -548,8 +609,9 @@ def _take(slab: Slab, n: int, out: list[int]) -> int:
     return k + fresh
 
 
-def _free_count(slab: Slab) -> int:
-    return slab.nfree
+_free_count = operator.attrgetter("nfree")
+# Classes by the length of their slabs, shortest first (see SlabPool._spare_for).
+_BY_SLAB_BYTES = sorted(range(NCLASSES), key=CLASS_SLAB_BYTES.__getitem__)
 
 
 def _base(slab: Slab) -> int:

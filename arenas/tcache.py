@@ -64,7 +64,7 @@ from .arena import Arena
 from .chunk import CHUNK_HDR_SZ, checked_address
 from .errors import CLOSED, AllocatorError, DoubleFree, HeapCorruption, InvalidPointer
 from .registry import ArenaRegistry
-from .slab import CLASS_OF, CLASS_SIZES, NCLASSES, Slab, SlabPool, SlabTable
+from .slab import CLASS_OF, CLASS_SIZES, NCLASSES, SlabTable
 from .tunables import Params
 
 __all__ = ["ThreadCache", "ThreadCaches", "cache_counts"]
@@ -391,25 +391,13 @@ class ThreadCaches:
         self.return_blocks(cls, blocks)
 
     def return_blocks(self, cls: int, blocks: list[int]) -> None:
-        """Give blocks back to their slabs, each under its own arena's lock."""
-        owners = self.table.owners(blocks, cls)
-        keep_spare = self.counts[cls] == 0
-        pool = owners[0].pool
-        for slab in owners:
-            if slab.pool is not pool:
-                break
-        else:  # the usual case: one arena, one lock
+        """Give blocks back to their slabs, each under its own arena's lock: the
+        first block's arena takes every block of its own, and so on."""
+        table = self.table
+        while blocks:
+            pool = table.owners(blocks[:1], cls)[0].pool
             with pool.lock:
-                pool.give_back(cls, blocks, owners, keep_spare)
-            return
-        by_pool: dict[SlabPool, tuple[list[int], list[Slab]]] = {}
-        for addr, slab in zip(blocks, owners, strict=True):
-            mine, theirs = by_pool.setdefault(slab.pool, ([], []))
-            mine.append(addr)
-            theirs.append(slab)
-        for pool, (mine, theirs) in by_pool.items():
-            with pool.lock:
-                pool.give_back(cls, mine, theirs, keep_spare)
+                blocks = pool.give_back(cls, blocks)
 
     def _flush_bins(self, bins: list[list[int]]) -> None:
         for cls, cached in enumerate(bins):
