@@ -1,16 +1,24 @@
 """Slabs: runs of equal-size blocks for small requests (balloc's classes, mimalloc's pages).
 
-A request of at most ``SLAB_MAX`` (64 KiB) bytes is rounded up to a *size
-class* and served from a slab of that class.  The table keeps glibc-like
-16-byte steps up to 128 bytes, then four classes per doubling, as jemalloc
-and mimalloc do; it contains all 13 of GoAhead balloc's power-of-two classes
-(16 .. 65536) and bounds the internal waste of a block at 20% (see
-docs/slabs.md for the measured figures)::
+A request of at most ``SLAB_MAX`` (1 KiB, where glibc's tcache and
+mimalloc's small pages stop) bytes is rounded up to a *size class* and
+served from a slab of that class; anything larger is a chunk, cut to its
+exact size.  The table has glibc-like 16-byte steps up to 256 bytes, then
+four classes per doubling, as jemalloc and mimalloc do; it contains
+GoAhead balloc's power-of-two classes up to 1 KiB and bounds the internal
+waste of a block at 20% (see docs/slabs.md for the measured figures)::
 
-    16 32 48 64 80 96 112 128 | 160 192 224 256 | 320 384 448 512 | ... | 40960 49152 57344 65536
+    16 32 48 ... 224 240 256 | 320 384 448 512 | 640 768 896 1024
+
+Why 1 KiB and not more: on real programs' traces (``python -m stress
+where``) most of the memory a slab allocator wastes is free blocks in
+partly used slabs and blocks kept in caches, and both grow with the class
+size; a chunk of exact size wastes neither.  A block has no header, so a
+slab block is 8 bytes smaller on average than glibc's chunk for the same
+request, which is what lets the small sizes come out leaner than glibc.
 
 A slab is one chunk of its arena: the chunk's own 16-byte header, then a few
-blocks (8 for classes up to 1 KiB), and nothing after them
+blocks (at least 4, and at least 512 bytes of them), and nothing after them
 (:meth:`Arena.lend_slab_chunks`).  It needs no alignment, so slabs cut one
 after another from the top chunk tile the heap with no gap::
 
@@ -68,21 +76,22 @@ __all__ = [
     "window_for",
 ]
 
-SLAB_MAX = 65536
+SLAB_MAX = 1024
 # Blocks in a slab.  Few, because a slab goes back to its arena only when all
-# of its blocks are free: on a churn of random sizes, the memory a class pins
-# beyond its live blocks grows with the blocks per slab (``python -m stress
-# slabmodel`` measures it).  Not fewer than 8 up to 1 KiB: with the thread
-# cache on, 4 measured the same footprint within 1%, but carved and released
-# twice as many slabs.  Big classes get fewer, so that a few big blocks do
-# not pin a big slab.
-SLAB_BLOCKS = 8
-SLAB_BLOCKS_LARGE = 3
-SLAB_BLOCKS_HUGE = 2
+# of its blocks are free: the memory a class pins beyond its live blocks
+# grows with the blocks per slab (``python -m stress slabmodel`` models it on
+# a churn; ``python -m stress where`` measures it on real programs, where 4
+# blocks and 512 bytes came out 3-11% leaner than 8 blocks and 1 KiB, and
+# fastpath's pairs and churn within noise of them).
+SLAB_BLOCKS = 4
 # The fewest bytes of blocks in a slab: small classes get more blocks, so
 # that a slab's bookkeeping (a Python object, table entries) is paid per
-# kilobyte at most.
-MIN_SLAB_BYTES = 1024
+# half kilobyte at most.
+MIN_SLAB_BYTES = 512
+# Classes have 16-byte steps up to here (glibc's tcache bins have them all
+# the way): most small requests of real programs are below it, and a finer
+# step wastes less of every block.
+FINE_CLASSES_UP_TO = 256
 # The slab table's *window* for a class: a power of two, at least MIN_WINDOW
 # and at least the class's slab, so that a slab is entered under one or two
 # window addresses.  Smaller windows would mean more keys, and more tuples
@@ -92,9 +101,10 @@ MIN_WINDOW = 1024
 
 
 def class_sizes(per_doubling: int = 4) -> tuple[int, ...]:
-    """16-byte steps up to 128, then ``per_doubling`` classes per doubling up to SLAB_MAX."""
-    sizes = [16 * i for i in range(1, 9)]
-    base = 128
+    """16-byte steps up to FINE_CLASSES_UP_TO, then ``per_doubling`` classes per doubling
+    up to SLAB_MAX."""
+    sizes = list(range(16, FINE_CLASSES_UP_TO + 1, 16))
+    base = FINE_CLASSES_UP_TO
     while base < SLAB_MAX:
         step = base // per_doubling
         sizes.extend(base + step * k for k in range(1, per_doubling + 1))
@@ -107,14 +117,9 @@ NCLASSES = len(CLASS_SIZES)
 
 
 def blocks_for(size: int, small: int = SLAB_BLOCKS) -> int:
-    """How many blocks a slab of ``size``-byte blocks holds (``small`` up to 1 KiB)."""
-    if size <= 1024:
-        blocks = small
-    elif size <= 16384:
-        blocks = SLAB_BLOCKS_LARGE
-    else:
-        blocks = SLAB_BLOCKS_HUGE
-    return max(blocks, -(-MIN_SLAB_BYTES // size))
+    """How many blocks a slab of ``size``-byte blocks holds: ``small``, or more to fill
+    MIN_SLAB_BYTES."""
+    return max(small, -(-MIN_SLAB_BYTES // size))
 
 
 def slab_bytes_for(size: int) -> int:
