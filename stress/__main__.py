@@ -17,6 +17,7 @@ Commands (``python -m stress COMMAND --help`` for each):
   binding    how the hot path is bound decides whether threads scale (3.13t)
   instructions  machine instructions per call, arenas against glibc (valgrind)
   slabmodel  what an idealized slab allocator's footprint would be on the churn loop
+  where      where arenas' memory goes at a trace's live peak (rounding, slabs, caches, top)
 
 Bad arguments and unreadable traces print one line and exit with code 2;
 anything else that goes wrong is a bug, and ends in a traceback.
@@ -34,7 +35,7 @@ from pathlib import Path
 
 from arenas.cliargs import needs, writable_dir, writable_file
 
-from . import binding, fastpath, instructions, scaling, slabmodel
+from . import binding, fastpath, instructions, scaling, slabmodel, where
 from .adapters import ADAPTERS
 from .metrics import RunResult
 from .native import NativeResult, NativeUnavailable, native_replay, preloadable
@@ -371,6 +372,7 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("binding", help="hot-path bindings under threads", add_help=False)
     sub.add_parser("instructions", help="instructions per call (valgrind)", add_help=False)
     sub.add_parser("slabmodel", help="the footprint floor of any slab allocator", add_help=False)
+    sub.add_parser("where", help="where arenas' memory goes at a trace's live peak", add_help=False)
     return p
 
 
@@ -399,6 +401,7 @@ COMMANDS: dict[str, Handler] = {
     "binding": binding.main,
     "instructions": instructions.main,
     "slabmodel": slabmodel.main,
+    "where": where.main,
 }
 
 

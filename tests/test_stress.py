@@ -31,6 +31,7 @@ from stress.workloads import WORKLOADS, BlockDamaged
 
 ROOT = Path(__file__).resolve().parent.parent
 TRACES = sorted((ROOT / "stress" / "traces").glob("*.trace.gz"))
+GIT_LOG = ROOT / "stress" / "traces" / "git-log.trace.gz"
 
 
 @pytest.mark.parametrize("workload", list(WORKLOADS))
@@ -242,7 +243,7 @@ def test_cli_list_run_and_replay(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stderr
     assert "| larson | arenas | 2 |" in run.stdout and out.exists()
-    rep = run_cli("replay", str(TRACES[0]))
+    rep = run_cli("replay", str(GIT_LOG))
     assert rep.returncode == 0 and "left live by the trace, as it says" in rep.stdout
 
 
@@ -259,7 +260,9 @@ def test_campaign_quick_with_plots(tmp_path: Path) -> None:
     # the traces' table: glibc's footprint from the native replay, one column per allocator
     lines = proc.stdout.splitlines()
     head = next(line for line in lines if "glibc native frag" in line)
-    row = next(line for line in lines if line.startswith(f"| {TRACES[0].name} |"))
+    row = next(
+        line for line in lines if line.startswith(f"| {TRACES[0].name} |")
+    )  # --quick: the first
     cells = dict(zip(head.split("|"), row.split("|"), strict=True))
     assert "glibc-ctypes ops/s" in head and "glibc native ns/call" in head
     if shutil.which("cc") or shutil.which("gcc"):
@@ -514,3 +517,24 @@ def test_fastpath_compares_earlier_runs_row_by_row(tmp_path: Path) -> None:
     assert len(table.splitlines()) == 2 + len(fastpath.TIMED) + 3
     with pytest.raises(SystemExit):
         fastpath.main(["--before", before[0]])  # --after missing
+
+
+def test_where_splits_the_footprint_at_the_live_peak_into_parts() -> None:
+    from stress.where import PARTS, breakdown
+
+    trace = ROOT / "stress" / "traces" / "gcc.trace.gz"
+    found = breakdown(trace)
+    assert found.peak_live == parse(trace).peak_live
+    assert set(found.parts) == set(PARTS) and min(found.parts.values()) >= 0
+    assert found.peak_live + sum(found.parts.values()) == found.footprint  # nothing unaccounted
+    assert found.parts["class rounding"] > 0 and found.parts["thread caches"] > 0
+    uncached = breakdown(trace, {"tcache_count": 0})
+    assert uncached.parts["thread caches"] == 0 and uncached.peak_live == found.peak_live
+
+
+def test_where_reports_a_table_and_rejects_bad_tunables() -> None:
+    ok = run_cli("where", str(GIT_LOG), "--tunables", "top_pad=0")
+    assert ok.returncode == 0, ok.stderr
+    assert "| git-log.trace.gz | 2,136,558 |" in ok.stdout
+    bad = run_cli("where", str(GIT_LOG), "--tunables", "no_such=1")
+    assert bad.returncode == 2 and "no_such" in bad.stderr and "Traceback" not in bad.stderr
