@@ -87,11 +87,7 @@ def test_threads_are_replayed_in_the_global_order(tmp_path: Path) -> None:
     assert result.footprint_at_peak >= result.peak_live
 
 
-@pytest.mark.parametrize(
-    "trace",
-    [t for t in TRACES if t.name != "python-producer-consumer.trace.gz"],
-    ids=lambda p: p.name,
-)
+@pytest.mark.parametrize("trace", TRACES, ids=lambda p: p.name)
 def test_shipped_traces_resolve_as_parse_does(trace: Path) -> None:
     plan = parse(trace)
     result = native_replay(trace)
