@@ -66,7 +66,7 @@ from .hotpath import HotPath
 from .large import MmappedChunks
 from .memory import BufferRegion, Region, SystemBudget, retry_deferred_unmaps
 from .registry import ArenaRegistry
-from .slab import CLASS_SIZES, SLAB_MAX, SlabTable
+from .slab import CLASS_OF, CLASS_SIZES, SLAB_MAX, SlabTable
 from .stats import Stats, collect, format_malloc_info, format_malloc_stats
 from .tcache import ThreadCache, ThreadCaches, cache_counts
 from .tunables import Params, mallopt_name, validate
@@ -367,9 +367,13 @@ class Allocator:
         caches = self._caches
         cache = caches.current()
         usable = CLASS_SIZES[cls]
-        if size <= usable:  # a slab block keeps its class when it shrinks
+        if size <= usable and CLASS_OF[size] == cls:  # still its class: it stays
             caches.unclaim(cache, addr, cls)
             return addr
+        # It grows out of its class, or shrinks into a smaller one: it moves, as
+        # glibc's realloc gives a shrunk chunk's tail back (a program that
+        # shrinks its buffers, as CPython does its strings, would otherwise
+        # keep every block at its largest size).
         return self._move(
             addr,
             min(usable, size),

@@ -87,9 +87,6 @@ def malloc(size: int) -> int:
             cache = _tls.cache  # AttributeError: this thread is not attached yet
             cls = cache.class_of[size]  # IndexError: above SLAB_MAX, or gated
             cached = cache.bins[cls]
-            if not cached:  # borrow a block of the next class (TCACHE_BORROW)
-                cls += 1
-                cached = cache.bins[cls]  # IndexError past the last class
             if cached:
                 addr = cached.pop()  # (IndexError only if close() emptied it just now)
                 cache.live[addr] = cls

@@ -10,8 +10,8 @@ its own arena's lock)::
     malloc(n) --hit--> pop bins[class]; live[addr] = class           no lock
        | miss: not attached, empty bin, gated, n > SLAB_MAX
        v
-    the allocator's slow path: serve() = borrow one class up, or refill
-                               from slabs (arena lock), or a chunk
+    the allocator's slow path: serve() = refill from slabs (arena
+                               lock), or a chunk
 
     free(p) --hit--> live.pop(p); push bins[class]                    no lock
        | not this thread's block: claim it from another thread's live
@@ -72,15 +72,6 @@ __all__ = ["ThreadCache", "ThreadCaches", "cache_counts"]
 _memset = ctypes.memset
 _tokens = itertools.count(1)
 
-# A request whose class has nothing cached takes a block the thread caches in
-# the next class up, if there is one (the hit path does it inline): one class
-# up is at most a quarter bigger above 128 bytes, 16 bytes below.  More
-# borrowing measured worse (docs/slabs.md): a borrowed block wastes more, and
-# pins the slab of the block it stands in for.
-TCACHE_BORROW = 1
-_SERVE_FROM: tuple[tuple[int, ...], ...] = tuple(
-    tuple(range(cls, min(cls + 1 + TCACHE_BORROW, NCLASSES))) for cls in range(NCLASSES)
-)
 # What a remote free that found nothing points its hint at (never written).
 _NO_TABLE: dict[int, int] = {}
 # What a gated cache holds instead of its tables: every hit path misses.
@@ -296,21 +287,20 @@ class ThreadCaches:
         """A slab block for ``size`` that the hit path could not give; 0 if no slab
         can be made (the caller then tries an ordinary chunk).
 
-        A block this thread caches, of the class or of the next
-        ``TCACHE_BORROW`` classes, costs no lock and no new memory; then a
-        refill takes a batch from the slabs.
+        A block of the class only, never one of a bigger class: on real
+        programs' traces the bigger blocks cost more memory than the refills
+        they save (docs/slabs.md).
         """
         cls = CLASS_OF[size]
         bins = cache.bins
-        for source in _SERVE_FROM[cls]:
-            cached = bins[source]
-            if cached:
-                try:
-                    addr = cached.pop()
-                except IndexError:  # close() emptied it just now
-                    raise AllocatorError(CLOSED) from None
-                cache.live[addr] = source
-                return addr
+        cached = bins[cls]
+        if cached:  # (the hit path missed it: gated, or another thread refilled it)
+            try:
+                addr = cached.pop()
+            except IndexError:  # close() emptied it just now
+                raise AllocatorError(CLOSED) from None
+            cache.live[addr] = cls
+            return addr
         blocks = self._refill(cache, cls)
         if not blocks:
             return 0

@@ -25,7 +25,6 @@ from arenas.chunk import (
 )
 from arenas.memory import PAGE_SIZE, page_align
 from arenas.slab import CLASS_OF, CLASS_SIZES, SLAB_MAX
-from arenas.tcache import TCACHE_BORROW
 from arenas.trace import Plan
 from stress import trace, workloads
 from stress.adapters import Adapter, ArenasAdapter, make_adapter
@@ -135,9 +134,7 @@ def usable_for(alloc: Allocator, addr: int, size: int, alignment: int = MALLOC_A
     """The usable size the allocator's rules give block ``addr``, served for a request of
     ``size`` bytes aligned to ``alignment`` (not in debug mode):
 
-    * a slab block (``malloc`` of at most ``SLAB_MAX`` bytes): the size of its class, or of
-      a class up to ``TCACHE_BORROW`` above it when the thread's cache had a block of that
-      one and none of its own (the class it got is the one its live table records);
+    * a slab block (``malloc`` of at most ``SLAB_MAX`` bytes): the size of its class;
     * a mapping of its own: the mapping (``page_align(nb + header + slack)``, the slack
       being the alignment when it is over 16) less the lead before the chunk and the
       header; the lead is 0, or ``alignment - 16`` when the alignment is at most a page
@@ -150,7 +147,7 @@ def usable_for(alloc: Allocator, addr: int, size: int, alignment: int = MALLOC_A
     nb = request2size(size)
     if alignment <= MALLOC_ALIGNMENT and size <= SLAB_MAX:
         cls = alloc.caches.find(addr)
-        assert cls is not None and 0 <= cls - CLASS_OF[size] <= TCACHE_BORROW, (addr, size, cls)
+        assert cls == CLASS_OF[size], (addr, size, cls)
         return CLASS_SIZES[cls]
     prev_size, head = (ctypes.c_uint64 * 2).from_address(addr - CHUNK_HDR_SZ)
     if alloc.arena_for(addr) is None:
