@@ -74,7 +74,7 @@ _tokens = itertools.count(1)
 
 # A request whose class has nothing cached takes a block the thread caches in
 # the next class up, if there is one (the hit path does it inline): one class
-# up is at most a quarter bigger above 128 bytes, 16 bytes below.  More
+# up is at most a quarter bigger above 256 bytes, 16 bytes below.  More
 # borrowing measured worse (docs/slabs.md): a borrowed block wastes more, and
 # pins the slab of the block it stands in for.
 TCACHE_BORROW = 1
