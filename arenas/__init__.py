@@ -11,7 +11,7 @@ The layers, from the program down to the operating system::
        |        (heap_for_ptr: HeapTable); arena_get: the calling thread's  heap.py
        |        arena, a thread-local lookup, made or shared by the ring    registry.py
        |
-    tcache      requests <= 64 KiB: per thread, per size class, no lock     hotpath.py
+    tcache      requests <= 1 KiB: per thread, per size class, no lock      hotpath.py
        |        (a miss refills from slabs, a full cache flushes to them)   tcache.py
     slabs       a chunk header + a few equal blocks; addr & -window         slab.py
        |        (each slab one chunk of an arena; bigger requests: chunks)

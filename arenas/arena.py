@@ -334,6 +334,14 @@ class Arena:
                             f" (inside free chunk {start:#x})"
                         )
                 break
+            if heap.end <= chunk < heap.base + heap.max_size:
+                # In the heap's reservation but beyond its mapped end: memory the
+                # heap has given back (a trimmed top), or never used yet.
+                return InvalidPointer(
+                    f"free(): invalid pointer {mem:#x}: past the mapped end {heap.end:#x} of"
+                    f" arena {self.index}'s heap, in memory it gave back to the system or has"
+                    " not used yet (freed twice, after the top was trimmed?)"
+                )
         return InvalidPointer(
             f"free(): invalid pointer {mem:#x}: not the start of a block of arena {self.index}"
         )

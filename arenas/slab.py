@@ -643,12 +643,14 @@ def waste_report() -> str:
             f" {CLASS_WINDOWS[cls]} | {worst:.1%} | {mean:.1%} |"
         )
         prev = size
-    balloc = tuple(16 << k for k in range(13))  # GoAhead balloc's classes, 16 .. 65536
+    # GoAhead balloc's power-of-two classes, as far as the slabs go (16 .. SLAB_MAX)
+    balloc = tuple(16 << k for k in range((SLAB_MAX // 16).bit_length()))
     lines.append("")
-    for lo, hi in ((1, 1024), (16, 1024), (1, SLAB_MAX)):
+    for lo in (1, 16):
         lines.append(
-            f"requests uniform in {lo}..{hi}: {uniform_waste(CLASS_SIZES, lo, hi):.1%}"
-            f" of block bytes wasted (balloc's 13 classes: {uniform_waste(balloc, lo, hi):.1%})"
+            f"requests uniform in {lo}..{SLAB_MAX}: {uniform_waste(CLASS_SIZES, lo, SLAB_MAX):.1%}"
+            f" of block bytes wasted (balloc's {len(balloc)} classes up to {SLAB_MAX}:"
+            f" {uniform_waste(balloc, lo, SLAB_MAX):.1%})"
         )
     return "\n".join(lines)
 

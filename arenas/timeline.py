@@ -66,7 +66,7 @@ from .frames import (
     thread_colours,
 )
 from .inspect import bin_name
-from .slab import CLASS_SIZES
+from .slab import CLASS_SIZES, SLAB_MAX
 from .trace import Event, Plan, drive, parse, perform
 from .tunables import parse_tunables
 
@@ -436,7 +436,10 @@ def tutorial_pictures(directory: str | Path) -> list[Path]:
         ax.bar(str(size), worst * 100, color="#c44e52" if power else "#4c72b0")
         prev = size
     ax.set_ylabel("worst waste %")
-    ax.set_title("44 size classes; red: balloc's 13 powers of two", fontsize=8)
+    ax.set_title(
+        f"{len(CLASS_SIZES)} size classes (up to {SLAB_MAX} B); red: balloc's powers of two",
+        fontsize=8,
+    )
     ax.tick_params(axis="x", labelrotation=90, labelsize=6)
     fig.tight_layout()
     written.append(out / "tutorial-classes.png")

@@ -23,13 +23,13 @@ worse.  The first table's rows:
 * **per-class high water**: each class's most blocks ever live at once,
   summed: the footprint if no slab were ever given back;
 * **slabs**: the simulated footprint, for class tables of 1, 2, 4 or 8
-  classes per doubling above 128 bytes, and with *spilling*: a request whose
+  classes per doubling above 256 bytes, and with *spilling*: a request whose
   class has no partial slab may take a free block of one of the next
   ``spill`` classes, instead of carving a new slab (the block then wastes
   more, but a hole is filled).
 
-The second table varies the blocks per slab (for classes up to 1 KiB; small
-classes still get at least 1 KiB of blocks) with the allocator's class
+The second table varies the blocks per slab (small classes still get at
+least 512 bytes of blocks, as the allocator's do) with the allocator's class
 table: a slab goes back only when all its blocks are free, so the more
 blocks, the more a class pins beyond its live ones.
 
@@ -48,7 +48,7 @@ from arenas.slab import CLASS_SIZES, SLAB_BLOCKS, blocks_for, class_sizes
 
 from .harness import LIVE, churn_draws
 
-NOTES = {1: " (balloc's, above 128 B)", 4: " (arenas)"}
+NOTES = {1: " (balloc's, above 256 B)", 4: " (arenas)"}
 
 
 @dataclass(frozen=True)
@@ -92,8 +92,8 @@ def simulate(
 ) -> float:
     """Peak footprint / peak live of idealized slabs on the churn draws (see module doc).
 
-    ``blocks`` sets the blocks per slab for classes up to 1 KiB (at least
-    1 KiB of blocks, as the allocator does); None takes the allocator's own.
+    ``blocks`` sets the blocks per slab (at least MIN_SLAB_BYTES of blocks, as
+    the allocator does); None takes the allocator's own (SLAB_BLOCKS).
     """
     caps = [blocks_for(size, blocks or SLAB_BLOCKS) for size in table]
     lengths = [CHUNK_HDR_SZ + cap * size for cap, size in zip(caps, table, strict=True)]
@@ -177,7 +177,7 @@ def report(
             cells.append(mean([simulate(sizes, slots, table, k) for sizes, slots in draws]))
         label = f"{per_doubling} per doubling" + NOTES.get(per_doubling, "")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", "| blocks per slab (classes up to 1 KiB) | slabs, spill 0 |", "|---:|---:|"]
+    lines += ["", "| blocks per slab | slabs, spill 0 |", "|---:|---:|"]
     for k in blocks:
         ratio = mean([simulate(sizes, slots, CLASS_SIZES, 0, k) for sizes, slots in draws])
         lines.append(f"| {k}{' (arenas)' if k == SLAB_BLOCKS else ''} | {ratio} |")

@@ -387,11 +387,27 @@ def test_double_free_is_detected(alloc: Allocator, size: int) -> None:
 
 
 def test_double_free_after_coalescing_into_top(alloc: Allocator) -> None:
-    a = alloc.malloc(70_000)
-    b = alloc.malloc(70_000)
+    # chunks (above the slab classes) small enough that the top they merge
+    # into stays below trim_threshold: it keeps b's address mapped
+    a = alloc.malloc(20_000)
+    b = alloc.malloc(20_000)
     alloc.free(b)  # merges into the top
     alloc.free(a)  # so does a
+    assert alloc._registry.main.top_size() < alloc.params["trim_threshold"]
     with pytest.raises(DoubleFree, match="top"):
+        alloc.free(b)
+
+
+def test_double_free_after_the_top_was_trimmed_says_so(alloc: Allocator) -> None:
+    # The freed chunks make the top bigger than trim_threshold: it is cut back,
+    # and b now lies beyond the heap's mapped end, in its reservation.
+    a = alloc.malloc(70_000)
+    b = alloc.malloc(70_000)
+    alloc.free(b)
+    alloc.free(a)
+    main = alloc._registry.main
+    assert main.heap.end <= b < main.heap.base + main.heap.max_size
+    with pytest.raises(InvalidPointer, match=r"past the mapped end .*\(freed twice"):
         alloc.free(b)
 
 

@@ -74,7 +74,7 @@ def test_bins_view_of_another_threads_cache(alloc: Allocator) -> None:
         assert worker.ident is not None
         text = inspect.bins(alloc, color=False, thread=worker.ident)
         listed = ", ".join(f"{addr:#x}" for addr in cached)
-        assert f"tcache (thread {worker.ident}):\ntcache  224 B x 3: {listed}" in text
+        assert f"tcache (thread {worker.ident}):\ntcache  208 B x 3: {listed}" in text
         with pytest.raises(ValueError, match="has no cache in this allocator"):
             inspect.bins(alloc, thread=worker.ident + 1)
     finally:

@@ -39,14 +39,18 @@ def run_thread(fn: Callable[[], object]) -> None:
 
 # ------------------------------------------------------------ size classes
 def test_classes_include_ballocs_powers_of_two() -> None:
-    assert {16 << k for k in range(13)} <= set(CLASS_SIZES)
-    assert CLASS_SIZES[-1] == SLAB_MAX == 65536
+    # balloc's power-of-two classes, as far as slabs go (1 KiB): 16 .. 1024
+    assert {16 << k for k in range(7)} <= set(CLASS_SIZES)
+    assert CLASS_SIZES[-1] == SLAB_MAX == 1024
+    # 16-byte steps up to 256, then four classes per doubling
+    assert CLASS_SIZES[:16] == tuple(range(16, 257, 16))
+    assert CLASS_SIZES[16:] == (320, 384, 448, 512, 640, 768, 896, 1024)
     assert list(CLASS_SIZES) == sorted(set(CLASS_SIZES))
     assert all(size % 16 == 0 for size in CLASS_SIZES)
 
 
 def test_class_of_is_the_smallest_class_that_fits() -> None:
-    for size in (0, 1, 16, 17, 128, 129, 1000, 1024, 1025, 40000, 65535, 65536):
+    for size in (0, 1, 16, 17, 128, 129, 255, 256, 257, 321, 1000, 1023, 1024):
         cls = CLASS_OF[size]
         assert CLASS_SIZES[cls] >= size
         assert cls == 0 or CLASS_SIZES[cls - 1] < max(size, 1)
@@ -60,14 +64,14 @@ def test_waste_is_bounded_above_the_tiny_classes() -> None:
 
 def test_usable_size_is_the_class_size() -> None:
     with Allocator() as alloc:
-        for size in (1, 100, 1000, 5000, 65536):
+        for size in (1, 100, 250, 300, 1000, 1024):
             assert alloc.usable_size(alloc.malloc(size)) == CLASS_SIZES[CLASS_OF[size]]
 
 
 # ------------------------------------------------------------------- slabs
 def test_a_blocks_slab_is_found_by_masking() -> None:
     with Allocator() as alloc:
-        for size in (16, 200, 3000, 40000):
+        for size in (16, 200, 700, 1024):
             addr = alloc.malloc(size)
             cls = CLASS_OF[size]
             table = alloc._slab_table
@@ -103,7 +107,7 @@ def test_an_empty_slab_is_kept_until_the_heap_would_grow_or_trim() -> None:
     with Allocator(tcache_count=0, top_pad=0) as alloc:
         alloc.free(alloc.malloc(32))
         assert alloc.stats().slabs == 1  # wholly free: kept as its class's spare
-        burst = [alloc.malloc(32) for _ in range(4000)]  # 125 slabs of 32 blocks
+        burst = [alloc.malloc(32) for _ in range(4000)]  # 250 slabs of 16 blocks
         # the spare is filled first, then new slabs
         slabs = -(-4000 // CLASS_BLOCKS[CLASS_OF[32]])
         assert alloc.stats().slabs == slabs
@@ -117,9 +121,10 @@ def test_an_empty_slab_is_kept_until_the_heap_would_grow_or_trim() -> None:
             alloc.free(addr)
         # Rather than cut the top or grow the heap, the arena takes spares back, as
         # many as it needs: their memory serves another size.
-        other = [alloc.malloc(2000) for _ in range(8)]  # three slabs of three 2 KiB blocks
+        other = [alloc.malloc(1000) for _ in range(8)]  # two slabs of four 1 KiB blocks
+        assert CLASS_BLOCKS[CLASS_OF[1000]] == 4
         assert alloc.stats().arena == after.arena
-        assert 3 < alloc.stats().slabs < slabs + 3  # some spares went back, not all
+        assert 2 < alloc.stats().slabs < slabs + 2  # some spares went back, not all
         for addr in other:
             alloc.free(addr)
         assert alloc.trim() > 0
@@ -165,7 +170,7 @@ def test_refills_start_with_one_block_and_double_with_each_miss() -> None:
 
 def test_a_threads_cache_is_flushed_when_it_exits() -> None:
     with Allocator() as alloc:
-        sizes = range(1, 2000, 7)
+        sizes = range(1, SLAB_MAX + 1, 3)
         count, max_bytes = alloc.params["tcache_count"], alloc.params["tcache_max_bytes"]
         per_class = collections.Counter(CLASS_OF[n] for n in sizes)
         cached = sum(
@@ -346,8 +351,8 @@ def test_slab_blocks_resize_through_realloc() -> None:
 
 
 def test_the_cache_is_bounded_in_bytes_per_class() -> None:
-    with Allocator(tcache_count=32, tcache_max_bytes=8192) as alloc:
-        for size, expected in ((64, 32), (1024, 8), (4096, 2), (16384, 0)):
+    with Allocator(tcache_count=32, tcache_max_bytes=1000) as alloc:
+        for size, expected in ((16, 32), (256, 3), (512, 1), (1024, 0)):
             blocks = [alloc.malloc(size) for _ in range(40)]
             for addr in blocks:
                 alloc.free(addr)
@@ -356,9 +361,13 @@ def test_the_cache_is_bounded_in_bytes_per_class() -> None:
             held = len(bins[CLASS_OF[size]])  # this thread's cache of the class
             assert held == cached_after_churn(40, expected), (size, held)
         alloc.check()
-    with Allocator() as alloc:  # the default: nothing above 32 KiB is cached
-        alloc.free(alloc.malloc(40_000))
-        assert alloc.stats().tcache_blocks == 0
+    with Allocator() as alloc:  # the default (32 KiB): every class, up to tcache_count blocks
+        blocks = [alloc.malloc(SLAB_MAX) for _ in range(40)]
+        for addr in blocks:
+            alloc.free(addr)
+        assert alloc.stats().tcache_blocks == cached_after_churn(40, 32)
+        alloc.free(alloc.malloc(SLAB_MAX + 1))  # a chunk: never cached
+        assert alloc.stats().tcache_blocks == cached_after_churn(40, 32)
         alloc.check()
 
 
@@ -366,7 +375,9 @@ def test_every_slab_is_a_few_blocks_and_its_header() -> None:
     for cls, size in enumerate(CLASS_SIZES):
         length, window, blocks = CLASS_SLAB_BYTES[cls], CLASS_WINDOWS[cls], CLASS_BLOCKS[cls]
         assert length == 16 + blocks * size  # no tail
-        assert 2 <= blocks <= 64 and blocks * size >= 1024, size
+        # at least 4 blocks and 512 bytes of them, and no more blocks than that needs
+        assert blocks >= 4 and blocks * size >= 512, size
+        assert blocks == 4 or (blocks - 1) * size < 512, size
         # a window is a power of two; a slab, wherever it starts, is in one or two
         assert window & (window - 1) == 0 and length <= window, size
 
@@ -375,7 +386,7 @@ def test_slabs_cut_from_the_top_leave_no_gaps() -> None:
     # A slab needs no alignment (the window table finds it), so slabs of
     # different classes cut one after another tile the heap exactly.
     with Allocator(tcache_count=0) as alloc:
-        sizes = [1024, 48, 640, 16, 3000, 200, 896]
+        sizes = [1024, 48, 640, 16, 320, 200, 896]
         blocks = [alloc.malloc(size) for size in sizes]
         table = alloc._slab_table
         slabs = [
@@ -418,16 +429,16 @@ def test_slabs_carved_in_one_go_from_holes_in_two_heaps_know_their_own_heap() ->
     # the heap it lies in (its release merges it with that heap's chunks).
     with Allocator(arena_max=2, heap_max_size=1 << 20, tcache_count=0) as alloc:
         alloc.free(alloc.malloc(1))  # this thread takes the main arena
-        cls = CLASS_OF[16384]
-        length = CLASS_SLAB_BYTES[cls]  # one slab per 70,000-byte hole, not two
-        assert length <= 70_016 < 2 * length
+        cls = CLASS_OF[SLAB_MAX]
+        length = CLASS_SLAB_BYTES[cls]  # one slab per 6,000-byte hole, not two
+        assert length <= 6_016 < 2 * length
 
         def carve() -> None:
-            chunks = [alloc.malloc(70_000)]
+            chunks = [alloc.malloc(6_000)]
             arena = alloc._registry.arenas[alloc.thread_arena()]
             while arena.heap.prev is None:
-                chunks.append(alloc.malloc(70_000))
-            chunks += [alloc.malloc(70_000) for _ in range(2)]
+                chunks.append(alloc.malloc(6_000))
+            chunks += [alloc.malloc(6_000) for _ in range(2)]
             first_heap = arena.heap.prev
             holes = [
                 next(c for c in chunks[1:] if arena.heap_of(c) is first_heap),
@@ -546,14 +557,15 @@ def test_a_thread_fills_the_main_arenas_holes_before_growing_its_heap() -> None:
         placed: list[tuple[int | None, int]] = []
 
         def worker() -> None:
-            mine = [alloc.malloc(3000) for _ in range(1000)]  # about 3 MiB
+            mine = [alloc.malloc(500) for _ in range(6000)]  # about 3 MiB of slab blocks
             placed.extend((alloc.arena_for(addr), addr) for addr in mine)
             assert alloc.thread_arena() != 0
 
         run_thread(worker)
         arenas_used = {arena for arena, _ in placed}
         in_main = sum(1 for arena, _ in placed if arena == 0)
-        assert 0 in arenas_used and in_main > 800  # its own heap's first top, then main's holes
+        # its own heap's first top, then main's holes
+        assert len(arenas_used) == 2 and 0 in arenas_used and in_main > 4800
         st = alloc.stats()
         assert st.arenas[0].system_bytes <= main_system  # main did not grow for it
         own = [a for a in st.arenas if a.index != 0]
@@ -569,13 +581,14 @@ def test_a_thread_fills_the_main_arenas_holes_before_growing_its_heap() -> None:
 def test_threads_stay_off_the_main_arenas_top() -> None:
     # With nothing freed in the main arena, a thread that outgrows its
     # arena's first heap grows it: the main arena's unused top is not taken.
-    with Allocator(tcache_count=0) as alloc:
+    # top_pad 128 KiB (glibc's): the main arena's top has room for many slabs
+    with Allocator(tcache_count=0, top_pad=128 * 1024) as alloc:
         alloc.free(alloc.malloc(16))  # the main arena, with its top chunk
         assert alloc.stats().arenas[0].top_bytes > 64 * 1024
         placed: list[int | None] = []
 
         def worker() -> None:
-            mine = [alloc.malloc(3000) for _ in range(1000)]
+            mine = [alloc.malloc(500) for _ in range(6000)]  # about 3 MiB of slab blocks
             placed.extend(alloc.arena_for(addr) for addr in mine)
             for addr in mine:
                 alloc.free(addr)

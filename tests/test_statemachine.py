@@ -31,7 +31,8 @@ from arenas import Allocator
 
 SIZES = st.one_of(
     st.integers(0, 256),  # small slab classes
-    st.integers(257, 70_000),  # large slab classes and heap chunks
+    st.integers(257, 1024),  # large slab classes (up to SLAB_MAX)
+    st.integers(1025, 70_000),  # heap chunks
     st.integers(70_001, 200_000),  # beyond mmap_threshold (64 KiB here): mapped
 )
 ALIGNMENTS = st.sampled_from([16, 32, 64, 128, 4096, 65536])
@@ -136,9 +137,9 @@ class TinyHeaps(AllocatorModel):
     A parked thread takes the main arena first, so the test's thread gets a
     non-main arena of its own.  Requests up to 256 KiB are heap chunks here,
     and an extra rule asks for big ones, so that a 1 MiB heap fills up.
-    Refills of up to 5 blocks carve several slabs at once in the big classes
-    (2 or 3 blocks a slab), so one refill can take slabs from free chunks in
-    different heaps.
+    Refills of up to 5 blocks carve two slabs at once in the classes above
+    128 bytes (4 blocks a slab), so one refill can take slabs from free
+    chunks in different heaps.
     """
 
     tunables: ClassVar[dict[str, Any]] = {

@@ -297,7 +297,7 @@ def test_arena_max_one_gives_one_arena_for_eight_threads() -> None:
 def test_mmap_threshold_and_mmap_max() -> None:
     with Allocator(mmap_threshold=65536) as alloc:
         assert alloc.arena_for(alloc.malloc(70_000)) is None
-        assert alloc.arena_for(alloc.malloc(65_000)) == 0  # a slab block, below the threshold
+        assert alloc.arena_for(alloc.malloc(65_000)) == 0  # a heap chunk, below the threshold
     with Allocator(mmap_max=0) as alloc:
         assert alloc.arena_for(alloc.malloc(1 << 20)) == 0  # a chunk of the main heap
         assert alloc.stats().hblks == 0
