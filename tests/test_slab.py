@@ -524,23 +524,16 @@ def test_a_released_slab_is_reused_by_another_class() -> None:
         alloc.check()
 
 
-def test_a_miss_takes_a_cached_block_of_the_next_class() -> None:
+def test_a_miss_refills_its_own_class_and_never_takes_a_bigger_block() -> None:
     with Allocator() as alloc:
         cls = CLASS_OF[600]
         bigger = alloc.malloc(CLASS_SIZES[cls + 1])
         alloc.free(bigger)  # now cached in the next class
-        addr = alloc.malloc(600)  # its own class has nothing cached
-        assert addr == bigger and alloc.usable_size(addr) == CLASS_SIZES[cls + 1]
-        assert alloc.stats().tcache_blocks == 0  # no refill happened
-        alloc.free(addr)
+        addr = alloc.malloc(600)  # its own class has nothing cached: a refill
+        assert addr != bigger and alloc.usable_size(addr) == CLASS_SIZES[cls]
         bins = alloc.caches.current_bins()
-        assert bins is not None and bins[cls + 1] == [addr]  # home to its own class's cache
-        # two classes up is too far: a refill instead
-        far = alloc.malloc(CLASS_SIZES[cls + 2])
-        alloc.free(far)
-        got = alloc.malloc(CLASS_SIZES[cls - 1])
-        assert got != far and alloc.usable_size(got) == CLASS_SIZES[cls - 1]
-        alloc.free(got)
+        assert bins is not None and bins[cls + 1] == [bigger]  # still cached, untouched
+        alloc.free(addr)
         alloc.check()
 
 
