@@ -210,7 +210,9 @@ class Allocator:
     # ================================================================ malloc
     def malloc_slow(self, size: Any) -> int:
         """``malloc``'s slow path: whatever its hit path could not serve."""
-        if size.__class__ is int and 0 <= size <= SLAB_MAX:
+        if size.__class__ is int and SLAB_MAX < size <= MAX_REQUEST:
+            addr = self._malloc_chunk(size)
+        elif size.__class__ is int and 0 <= size <= SLAB_MAX:
             caches = self._caches
             addr = caches.serve(caches.current(), size)
             if not addr:  # no room for a whole slab: an ordinary chunk may still fit
@@ -230,7 +232,13 @@ class Allocator:
         """
         if size.__class__ is not int or size < 0 or size > MAX_REQUEST:
             size = self._size(size)
-        cache = self._caches.current()
+        cache: ThreadCache
+        try:  # (ThreadCaches.current, inlined: this thread's cache, once it is attached)
+            cache = self._caches.tls.cache
+        except AttributeError:
+            cache = self._caches.current()
+        if self._closed:
+            raise AllocatorError(CLOSED)
         nb = request2size(size)
         mp = self._mp
         if nb + alignment >= mp.mmap_threshold:
@@ -238,8 +246,14 @@ class Allocator:
             if mem:
                 return mem
         arena = cache.arena
-        with arena.lock:
+        lock = arena.lock
+        # acquire/release rather than ``with``: half the cost on 3.11, whose ``with``
+        # calls ``__exit__`` with three arguments; the chunk path is that short.
+        lock.acquire()
+        try:
             mem = arena.int_memalign(alignment, nb) if alignment else arena.int_malloc(nb)
+        finally:
+            lock.release()
         if mem:
             return mem
         return self._arena_get_retry(cache, nb, alignment, size)
@@ -310,22 +324,33 @@ class Allocator:
     def free_slow(self, addr: Any) -> None:
         """``free``'s slow path: whatever its hit path could not take (another thread's
         block, a chunk, a mapping, or a bad address)."""
-        addr = checked_address(addr)
+        if addr.__class__ is not int:
+            addr = checked_address(addr)
         if addr == 0:
             return
-        caches = self._caches
-        cls = caches.claim(addr)
-        if cls is not None:  # another thread's slab block: ours alone now
-            caches.free_popped(caches.current(), addr, cls)
-            return
         heap = self._heap_of(addr)
+        # A chunk its arena handed out (not lent to a slab) is in no live table:
+        # no need to look (the arena checks it again, under its lock).
+        chunk = heap is not None and addr in heap.arena.in_use and addr not in heap.arena.lent
+        if not chunk:
+            caches = self._caches
+            cls = caches.claim(addr)
+            if cls is not None:  # another thread's slab block: ours alone now
+                caches.free_popped(caches.current(), addr, cls)
+                return
         if heap is not None:
             arena = heap.arena
+            lock = arena.lock
+            lock.acquire()  # (not ``with``: see _malloc_chunk)
             try:
-                with arena.lock:
-                    arena.int_free(heap, addr)
+                arena.int_free(heap, addr)
             except InvalidPointer as exc:
+                lock.release()
                 raise self._caches.diagnose(addr) or exc from None
+            except BaseException:
+                lock.release()
+                raise
+            lock.release()
             return
         size = self._mmapped.free(addr)
         if size is None:
