@@ -70,9 +70,6 @@ __all__ = ["Arena"]
 
 _memset = ctypes.memset
 
-# glibc gives up sorting the unsorted bin after this many chunks per call.
-MAX_ITERS = 10000
-
 
 class Arena:
     """One arena.  ``index`` 0 is the main arena; the others own aligned heaps."""
@@ -258,31 +255,10 @@ class Arena:
             if chunk:
                 return self._hand_out(self.heap_of(chunk), chunk, nb)
 
-        # Sort the unsorted bin, returning at once on an exact fit.
-        unsorted = bins.unsorted
-        free = bins.free
-        iters = 0
-        while unsorted:
-            chunk = next(iter(unsorted))
-            size = free[chunk]
-            if (
-                nb < MIN_LARGE_SIZE
-                and chunk == self.last_remainder
-                and len(unsorted) == 1
-                and size >= nb + MINSIZE
-            ):
-                # Locality: keep carving consecutive small requests from one remainder.
-                bins.unlink(chunk)
+        if bins.unsorted:
+            chunk, size = bins.sort_unsorted(nb, self.last_remainder)
+            if chunk:  # an exact fit, or the last remainder to carve again
                 return self._carve(self.heap_of(chunk), chunk, size, nb)
-            del unsorted[chunk]
-            if size == nb:
-                del free[chunk]
-                bins.free_bytes -= size
-                return self._hand_out(self.heap_of(chunk), chunk, size)
-            bins.place(chunk, size)
-            iters += 1
-            if iters >= MAX_ITERS:
-                break
 
         chunk, size = bins.take_best_fit(nb)
         if chunk:
@@ -699,11 +675,8 @@ class Arena:
     def _best_free_chunk(self, length: int) -> tuple[int, int]:
         """Unlink the smallest free chunk that can give a ``length``-byte piece: (chunk, size)."""
         bins = self.bins
-        unsorted = bins.unsorted
-        while unsorted:  # sort first, as int_malloc does, so freed chunks can be found
-            chunk = next(iter(unsorted))
-            del unsorted[chunk]
-            bins.place(chunk, bins.free[chunk])
+        while bins.unsorted:  # sort first, as int_malloc does, so freed chunks can be found
+            bins.sort_unsorted(0, 0)  # (no chunk is of size 0: it sorts them all)
         candidates = 0
         idx = bin_index(length)
         rest = bins.binmap >> idx

@@ -21,6 +21,9 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections.abc import Iterator
+from itertools import islice
+
+from .chunk import MINSIZE
 
 __all__ = ["NBINS", "UNSORTED", "Bins", "bin_index", "largebin_index"]
 
@@ -28,6 +31,8 @@ NBINS = 128
 UNSORTED = 1
 NSMALLBINS = 64
 MIN_LARGE_SIZE = NSMALLBINS * 16  # 1024: the first size kept in a large bin
+# glibc gives up sorting the unsorted bin after this many chunks per call.
+MAX_ITERS = 10000
 
 
 def _largebin_index(size: int) -> int:
@@ -95,15 +100,41 @@ class Bins:
         self.free_bytes += size
         self.unsorted[chunk] = None
 
-    def place(self, chunk: int, size: int) -> None:
-        """Move a chunk that is already in ``free`` into its sorted bin."""
-        if size < MIN_LARGE_SIZE:
-            idx = size >> 4
-            self.small[idx][chunk] = None
-        else:
-            idx = LARGEBIN_TABLE[size >> 6] if size < LARGEBIN_TABLE_END else NBINS - 2
-            insort(self.large[idx - NSMALLBINS], (size, chunk))
-        self.binmap |= 1 << idx
+    def sort_unsorted(self, nb: int, last_remainder: int) -> tuple[int, int]:
+        """glibc's pass over the unsorted bin in ``_int_malloc``, for a request of ``nb``.
+
+        Takes the unsorted chunks oldest first and returns ``(chunk, size)``,
+        out of the bins, as soon as one serves ``nb`` outright: an exact fit,
+        or ``last_remainder`` when it is the only unsorted chunk, ``nb`` is
+        small and it can be split (locality for runs of small requests).
+        Every chunk before it goes to its sorted bin.
+        ``(0, 0)`` when none served; at most ``MAX_ITERS`` are sorted per call.
+        """
+        unsorted = self.unsorted
+        free = self.free
+        binmap = self.binmap
+        for chunk in list(islice(unsorted, MAX_ITERS)):
+            size = free[chunk]
+            del unsorted[chunk]
+            if size == nb or (
+                chunk == last_remainder
+                and nb < MIN_LARGE_SIZE
+                and not unsorted
+                and size >= nb + MINSIZE
+            ):
+                del free[chunk]
+                self.free_bytes -= size
+                self.binmap = binmap
+                return chunk, size
+            if size < MIN_LARGE_SIZE:
+                idx = size >> 4
+                self.small[idx][chunk] = None
+            else:
+                idx = LARGEBIN_TABLE[size >> 6] if size < LARGEBIN_TABLE_END else NBINS - 2
+                insort(self.large[idx - NSMALLBINS], (size, chunk))
+            binmap |= 1 << idx
+        self.binmap = binmap
+        return 0, 0
 
     # ------------------------------------------------------------------ remove
     def unlink(self, chunk: int) -> int:
