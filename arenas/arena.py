@@ -413,7 +413,8 @@ class Arena:
         del self.lent[mem]
         size = self.in_use.pop(mem)
         self.inuse_bytes -= size
-        self._free_chunk(self.heap_of(mem2chunk(mem)), mem2chunk(mem), size)
+        chunk = mem - CHUNK_HDR_SZ
+        self._free_chunk(self.heap_of(chunk), chunk, size)
 
     def _free_chunk(self, heap: Heap[Arena], chunk: int, size: int) -> None:
         """Coalesce ``chunk`` with its free neighbours and bin it (or grow the top).
@@ -648,7 +649,7 @@ class Arena:
         fewer than ``count`` only when the arena has no room for more.
         """
         out: list[int] = []
-        while len(out) < count:
+        while len(out) < count and self.bins.free:
             chunk, size = self._best_free_chunk(length)
             if not chunk:
                 break
