@@ -49,17 +49,19 @@ from arenas.cliargs import writable_file
 from arenas.tunables import M_TOP_PAD, M_TRIM_THRESHOLD, parse_tunables
 
 from .harness import (
+    CHUNK_LIVE,
     LIVE,
     Free,
     Malloc,
+    chunk_draws,
     churn_draws,
     churn_loop,
-    draw,
     floor_functions,
     glibc,
     glibc_footprint,
     glibc_functions,
     pairs_loop,
+    raise_mmap_threshold,
     run_in_threads,
 )
 
@@ -160,21 +162,12 @@ def churn(malloc: Malloc, free: Free, sizes: list[int], slots: list[int], live: 
     return len(sizes) / elapsed
 
 
-CHUNK_SIZES = (66_000, 400_000)  # above the slab range, below the (raised) mmap threshold
-CHUNK_LIVE = 100  # chunks held while the pairs run; the churn's live chunks
-
-
 def chunk_rates(malloc: Malloc, free: Free, n: int, seed: int) -> tuple[float, float]:
     """``(pairs/s, churn steps/s)`` of chunk-path requests: ``n`` pairs while
-    ``CHUNK_LIVE`` chunks are held, then ``n`` churn steps over that many chunks.
-
-    A freed mapping twice the largest size comes first: it raises glibc's
-    dynamic mmap threshold (and arenas', which follows glibc's) past every
-    size drawn, so both serve them from a heap.
-    """
-    lo, hi = CHUNK_SIZES
-    free(malloc(2 * hi))
-    sizes, slots = draw(random.Random(seed), n, lo, hi, CHUNK_LIVE)
+    ``CHUNK_LIVE`` chunks are held, then ``n`` churn steps over that many chunks
+    (after :func:`stress.harness.raise_mmap_threshold`)."""
+    raise_mmap_threshold(malloc, free)
+    sizes, slots = chunk_draws(n, seed)
     held = [malloc(size) for size in sizes[-CHUNK_LIVE:]]
     pair_rate = pairs(malloc, free, sizes)
     for block in held:
