@@ -225,8 +225,8 @@ class HeapTable(Generic[OwnerT], fork.OneLock):
         self.lock = threading.Lock()
 
     def heap_for_ptr(self, addr: int) -> Heap[OwnerT] | None:
-        """The heap holding ``addr``: an aligned heap by masking (glibc's ``heap_for_ptr``),
-        else the main heap by range; None in no heap (a mapped chunk, foreign memory)."""
+        """The heap holding ``addr``: the main heap by range, else an aligned heap by
+        masking (glibc's ``heap_for_ptr``); None in no heap (a mapped chunk, foreign memory)."""
         main = self.main  # (first: a miss in ``heaps`` would cost a KeyError)
         if main is not None and main.base <= addr < main.base + main.max_size:
             return main
