@@ -19,10 +19,18 @@ the allocator calls it, so it is not private):
 The chunk *headers* are in the heap's bytes (in-band), exactly where glibc
 puts them, and are read and written with :class:`~arenas.heap.Heap`'s chunk
 vocabulary (``head``, ``set_head``, ``set_head_size``, ``prev_size``).  The
-hot paths (``_hand_out``, ``_carve``, ``_split_top``, ``_set_top``,
-``checked_chunk``, ``_free_chunk``, ``_carve_slabs``) inline it, with
-``w = heap.words``: the head of ``chunk`` is ``w[((chunk - base) >> 3) + 1]``
-and the ``prev_size`` word before it ``w[(chunk - base) >> 3]``.
+hot paths (``int_malloc``, ``int_free``, ``_hand_out``, ``_carve``,
+``_set_top``, ``checked_chunk``, ``_free_chunk``, ``_carve_slabs``) inline it,
+with ``w = heap.words``: the head of ``chunk`` is ``w[((chunk - base) >> 3) + 1]``
+(of the block at ``mem``, ``w[((mem - base) >> 3) - 1]``) and the ``prev_size``
+word before it ``w[(chunk - base) >> 3]``.  ``head_flags`` is the arena's
+``PREV_INUSE | NON_MAIN_ARENA`` part of a head whose predecessor is in use.
+
+The chunk path is short on purpose: a request cut from the top and freed
+again is one ``int_malloc`` that skips the bins when none is binned, and one
+``int_free`` that checks the block's record and header and moves the top
+back (the most common pair in a program's big buffers); every other case
+takes the general route through the bins.
 
 The arena also keeps two out-of-band records, ``in_use`` and ``bins.free``;
 every header read is checked against them, which is how an overrun becomes
@@ -62,9 +70,6 @@ __all__ = ["Arena"]
 
 _memset = ctypes.memset
 
-# glibc gives up sorting the unsorted bin after this many chunks per call.
-MAX_ITERS = 10000
-
 
 class Arena:
     """One arena.  ``index`` 0 is the main arena; the others own aligned heaps."""
@@ -73,6 +78,7 @@ class Arena:
         "attached_threads",
         "bins",
         "budget",
+        "head_flags",
         "heap",
         "heap_table",
         "heaps",
@@ -107,6 +113,8 @@ class Arena:
         self.budget = budget
         self.heap_table = heap_table
         self.nm = 0 if self.is_main else NON_MAIN_ARENA
+        # The flag bits of a head in this arena whose predecessor is in use.
+        self.head_flags = PREV_INUSE | self.nm
         self.bins = Bins()
         # user address -> chunk size, for every chunk handed out from this arena
         self.in_use: dict[int, int] = {}
@@ -214,54 +222,48 @@ class Arena:
     def int_malloc(self, nb: int) -> int:
         """Serve a chunk of exactly-aligned size ``nb``; return its user address or 0."""
         bins = self.bins
+        if bins.free:  # (with nothing binned, the top serves at once)
+            mem = self._malloc_from_bins(bins, nb)
+            if mem:
+                return mem
+
+        # Split the top chunk (glibc's "use_top"), growing the heap first if need be.
+        heap = self.heap
+        top = self.top
+        end = heap.base + heap.size
+        if end - top < nb + MINSIZE:
+            if not self._sysmalloc(nb):
+                return 0
+            heap = self.heap
+            top = self.top
+            end = heap.base + heap.size
+        w = heap.words
+        flags = self.head_flags
+        i = ((top - heap.base) >> 3) + 1
+        w[i] = nb | flags
+        self.top = rest = top + nb
+        w[i + (nb >> 3)] = (end - rest) | flags
+        mem = top + CHUNK_HDR_SZ
+        self.in_use[mem] = nb
+        self.inuse_bytes += nb
+        return mem
+
+    def _malloc_from_bins(self, bins: Bins, nb: int) -> int:
+        """int_malloc's use of the bins: the user address of a binned chunk, or 0."""
         if nb < MIN_LARGE_SIZE:
             chunk = bins.take_small(nb)
             if chunk:
                 return self._hand_out(self.heap_of(chunk), chunk, nb)
 
-        # Sort the unsorted bin, returning at once on an exact fit.
-        unsorted = bins.unsorted
-        free = bins.free
-        iters = 0
-        while unsorted:
-            chunk = next(iter(unsorted))
-            size = free[chunk]
-            if (
-                nb < MIN_LARGE_SIZE
-                and chunk == self.last_remainder
-                and len(unsorted) == 1
-                and size >= nb + MINSIZE
-            ):
-                # Locality: keep carving consecutive small requests from one remainder.
-                bins.unlink(chunk)
+        if bins.unsorted:
+            chunk, size = bins.sort_unsorted(nb, self.last_remainder)
+            if chunk:  # an exact fit, or the last remainder to carve again
                 return self._carve(self.heap_of(chunk), chunk, size, nb)
-            del unsorted[chunk]
-            if size == nb:
-                del free[chunk]
-                bins.free_bytes -= size
-                return self._hand_out(self.heap_of(chunk), chunk, size)
-            bins.place(chunk, size)
-            iters += 1
-            if iters >= MAX_ITERS:
-                break
 
         chunk, size = bins.take_best_fit(nb)
         if chunk:
             return self._carve(self.heap_of(chunk), chunk, size, nb)
-
-        if self.top_size() < nb + MINSIZE and not self._sysmalloc(nb):
-            return 0
-        return self._split_top(nb)
-
-    def _split_top(self, nb: int) -> int:
-        heap = self.heap
-        top = self.top
-        heap.words[((top - heap.base) >> 3) + 1] = nb | PREV_INUSE | self.nm
-        self._set_top(top + nb)
-        mem = top + CHUNK_HDR_SZ
-        self.in_use[mem] = nb
-        self.inuse_bytes += nb
-        return mem
+        return 0
 
     # ============================================================== sysmalloc
     def _sysmalloc(self, nb: int) -> bool:
@@ -353,35 +355,65 @@ class Arena:
             raise self.diagnose_bad_pointer(mem)
         if mem in self.lent:
             raise InvalidPointer(f"free(): invalid pointer {mem:#x}: that is a slab, not a block")
-        w = heap.words
-        i = (mem - CHUNK_HDR_SZ - heap.base) >> 3
-        head = w[i + 1]
-        if head & SIZE_BITS != size or head & (IS_MMAPPED | NON_MAIN_ARENA) != self.nm:
+        head = heap.words[((mem - heap.base) >> 3) - 1]  # (the head of chunk mem - 16)
+        # Its size, IS_MMAPPED clear and NON_MAIN_ARENA as ours; PREV_INUSE either way.
+        if head | PREV_INUSE != size | self.head_flags:
             raise HeapCorruption(
                 f"free(): invalid size: header of block {mem:#x} reads {head:#x},"
                 f" expected size {size} (arena {self.index}); was it overrun from below?"
             )
-        nxt = mem - CHUNK_HDR_SZ + size
-        if not (nxt == self.top and heap is self.heap):
-            if nxt >= heap.end:
-                raise HeapCorruption(f"free(): invalid next size (normal) after {mem:#x}")
-            nhead = w[((nxt - heap.base) >> 3) + 1]
-            nsize = nhead & SIZE_BITS
-            if nsize < CHUNK_HDR_SZ or nxt + nsize > heap.end or nhead & IS_MMAPPED:
-                raise HeapCorruption(
-                    f"free(): invalid next size (normal): block {mem:#x} of size {size}"
-                    f" was overrun (next header reads {nhead:#x})"
-                )
-            if not nhead & PREV_INUSE:
-                raise HeapCorruption(f"double free or corruption (!prev) at {mem:#x}")
+        if mem - CHUNK_HDR_SZ + size != self.top or heap is not self.heap:
+            self._check_next(heap, mem, size)
         return size
 
+    def _check_next(self, heap: Heap[Arena], mem: int, size: int) -> None:
+        """Check the header after the block at ``mem`` (not the top): it must mark it in use."""
+        nxt = mem - CHUNK_HDR_SZ + size
+        end = heap.base + heap.size
+        if nxt >= end:
+            raise HeapCorruption(f"free(): invalid next size (normal) after {mem:#x}")
+        nhead = heap.words[((nxt - heap.base) >> 3) + 1]
+        nsize = nhead & SIZE_BITS
+        if nsize < CHUNK_HDR_SZ or nxt + nsize > end or nhead & IS_MMAPPED:
+            raise HeapCorruption(
+                f"free(): invalid next size (normal): block {mem:#x} of size {size}"
+                f" was overrun (next header reads {nhead:#x})"
+            )
+        if not nhead & PREV_INUSE:
+            raise HeapCorruption(f"double free or corruption (!prev) at {mem:#x}")
+
     def int_free(self, heap: Heap[Arena], mem: int) -> None:
-        size = self.checked_chunk(heap, mem)
+        """glibc's ``_int_free``: check the block at ``mem``, then coalesce and bin it.
+
+        The common case is checked and served here: a block whose record and
+        header agree, and that borders the top chunk with an in-use predecessor
+        (a request freed soon after it was cut from the top) simply moves the
+        top back; no other header needs trusting.  Anything else goes through
+        :meth:`checked_chunk` (which raises the precise error) and :meth:`_free_chunk`.
+        """
+        in_use = self.in_use
+        size = in_use.get(mem)
+        w = heap.words
+        i = ((mem - heap.base) >> 3) - 1  # (the head of chunk mem - 16)
+        head = w[i]
+        if size is None or head | PREV_INUSE != size | self.head_flags or mem in self.lent:
+            size = self.checked_chunk(heap, mem)  # (raises the precise error)
         if self.mp.perturb:  # glibc's free_perturb: after the checks, under the lock
             _memset(mem, self.mp.perturb, size - CHUNK_HDR_SZ)
-        self._free_chunk(heap, mem - CHUNK_HDR_SZ, size)
-        del self.in_use[mem]
+        chunk = mem - CHUNK_HDR_SZ
+        if chunk + size == self.top and heap is self.heap and head & PREV_INUSE:
+            self.top = chunk
+            top_size = heap.base + heap.size - chunk
+            w[i] = top_size | self.head_flags
+            del in_use[mem]
+            self.inuse_bytes -= size
+            if top_size >= self.mp.trim_threshold or chunk == heap.start:
+                self._maybe_trim()  # (which decides whether to trim, and how)
+            return
+        if chunk + size != self.top or heap is not self.heap:
+            self._check_next(heap, mem, size)
+        self._free_chunk(heap, chunk, size)
+        del in_use[mem]
         self.inuse_bytes -= size
 
     def take_back_slab_chunk(self, mem: int) -> None:
@@ -389,7 +421,8 @@ class Arena:
         del self.lent[mem]
         size = self.in_use.pop(mem)
         self.inuse_bytes -= size
-        self._free_chunk(self.heap_of(mem2chunk(mem)), mem2chunk(mem), size)
+        chunk = mem - CHUNK_HDR_SZ
+        self._free_chunk(self.heap_of(chunk), chunk, size)
 
     def _free_chunk(self, heap: Heap[Arena], chunk: int, size: int) -> None:
         """Coalesce ``chunk`` with its free neighbours and bin it (or grow the top).
@@ -399,21 +432,28 @@ class Arena:
         """
         w = heap.words
         base = heap.base
-        bins = self.bins
-        free = bins.free
-        nm = self.nm
         i = (chunk - base) >> 3
         prev = 0
         if not w[i + 1] & PREV_INUSE:
             prev_size = w[i]
             prev = chunk - prev_size
-            if free.get(prev) != prev_size:
+            if self.bins.free.get(prev) != prev_size:
                 raise HeapCorruption(
                     f"corrupted size vs. prev_size while consolidating {chunk + CHUNK_HDR_SZ:#x}"
                 )
         nxt = chunk + size
-        into_top = nxt == self.top and heap is self.heap
-        next_size = 0 if into_top else free.get(nxt, 0)
+        if nxt == self.top and heap is self.heap:  # give it back to the top
+            if prev:
+                self.bins.unlink(prev)
+                chunk = prev
+            self.top = chunk
+            top_size = base + heap.size - chunk
+            w[((chunk - base) >> 3) + 1] = top_size | self.head_flags
+            if top_size >= self.mp.trim_threshold or chunk == heap.start:
+                self._maybe_trim()  # (which decides whether to trim, and how)
+            return
+        bins = self.bins
+        next_size = bins.free.get(nxt, 0)
         if next_size and w[((nxt - base) >> 3) + 1] & SIZE_BITS != next_size:
             raise HeapCorruption(f"corrupted size of free chunk {nxt:#x} after {chunk:#x}")
 
@@ -421,14 +461,10 @@ class Arena:
             bins.unlink(prev)
             size += chunk - prev
             chunk = prev
-        if into_top:
-            self._set_top(chunk)
-            self._maybe_trim()
-            return
         if next_size:
             bins.unlink(nxt)
             size += next_size
-        w[((chunk - base) >> 3) + 1] = size | PREV_INUSE | nm
+        w[((chunk - base) >> 3) + 1] = size | self.head_flags
         j = (chunk + size - base) >> 3
         w[j] = size
         w[j + 1] &= ~PREV_INUSE
@@ -621,7 +657,7 @@ class Arena:
         fewer than ``count`` only when the arena has no room for more.
         """
         out: list[int] = []
-        while len(out) < count:
+        while len(out) < count and self.bins.free:
             chunk, size = self._best_free_chunk(length)
             if not chunk:
                 break
@@ -648,11 +684,8 @@ class Arena:
     def _best_free_chunk(self, length: int) -> tuple[int, int]:
         """Unlink the smallest free chunk that can give a ``length``-byte piece: (chunk, size)."""
         bins = self.bins
-        unsorted = bins.unsorted
-        while unsorted:  # sort first, as int_malloc does, so freed chunks can be found
-            chunk = next(iter(unsorted))
-            del unsorted[chunk]
-            bins.place(chunk, bins.free[chunk])
+        while bins.unsorted:  # sort first, as int_malloc does, so freed chunks can be found
+            bins.sort_unsorted(0, 0)  # (no chunk is of size 0: it sorts them all)
         candidates = 0
         idx = bin_index(length)
         rest = bins.binmap >> idx

@@ -21,6 +21,9 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections.abc import Iterator
+from itertools import islice
+
+from .chunk import MINSIZE
 
 __all__ = ["NBINS", "UNSORTED", "Bins", "bin_index", "largebin_index"]
 
@@ -28,9 +31,11 @@ NBINS = 128
 UNSORTED = 1
 NSMALLBINS = 64
 MIN_LARGE_SIZE = NSMALLBINS * 16  # 1024: the first size kept in a large bin
+# glibc gives up sorting the unsorted bin after this many chunks per call.
+MAX_ITERS = 10000
 
 
-def largebin_index(size: int) -> int:
+def _largebin_index(size: int) -> int:
     """glibc's ``largebin_index_64``: 32 bins 64 bytes apart, then 16 at 512, ..."""
     if (size >> 6) <= 48:
         return 48 + (size >> 6)
@@ -43,6 +48,22 @@ def largebin_index(size: int) -> int:
     if (size >> 18) <= 2:
         return 124 + (size >> 18)
     return 126
+
+
+# Every threshold of largebin_index_64 is a multiple of 64 and the last one is
+# 3 << 18, so below that the index is a function of ``size >> 6``: a table
+# lookup instead of up to five tests.  The hot paths below inline
+# ``LARGEBIN_TABLE[size >> 6] if size < LARGEBIN_TABLE_END else NBINS - 2``.
+LARGEBIN_TABLE_END = 3 << 18
+LARGEBIN_TABLE = bytes(
+    _largebin_index(step << 6) if step << 6 >= MIN_LARGE_SIZE else 0
+    for step in range(LARGEBIN_TABLE_END >> 6)
+)
+
+
+def largebin_index(size: int) -> int:
+    """The large bin of ``size`` (at least ``MIN_LARGE_SIZE``): glibc's ``largebin_index_64``."""
+    return LARGEBIN_TABLE[size >> 6] if size < LARGEBIN_TABLE_END else NBINS - 2
 
 
 def bin_index(size: int) -> int:
@@ -79,15 +100,41 @@ class Bins:
         self.free_bytes += size
         self.unsorted[chunk] = None
 
-    def place(self, chunk: int, size: int) -> None:
-        """Move a chunk that is already in ``free`` into its sorted bin."""
-        if size < MIN_LARGE_SIZE:
-            idx = size >> 4
-            self.small[idx][chunk] = None
-        else:
-            idx = largebin_index(size)
-            insort(self.large[idx - NSMALLBINS], (size, chunk))
-        self.binmap |= 1 << idx
+    def sort_unsorted(self, nb: int, last_remainder: int) -> tuple[int, int]:
+        """glibc's pass over the unsorted bin in ``_int_malloc``, for a request of ``nb``.
+
+        Takes the unsorted chunks oldest first and returns ``(chunk, size)``,
+        out of the bins, as soon as one serves ``nb`` outright: an exact fit,
+        or ``last_remainder`` when it is the only unsorted chunk, ``nb`` is
+        small and it can be split (locality for runs of small requests).
+        Every chunk before it goes to its sorted bin.
+        ``(0, 0)`` when none served; at most ``MAX_ITERS`` are sorted per call.
+        """
+        unsorted = self.unsorted
+        free = self.free
+        binmap = self.binmap
+        for chunk in list(islice(unsorted, MAX_ITERS)):
+            size = free[chunk]
+            del unsorted[chunk]
+            if size == nb or (
+                chunk == last_remainder
+                and nb < MIN_LARGE_SIZE
+                and not unsorted
+                and size >= nb + MINSIZE
+            ):
+                del free[chunk]
+                self.free_bytes -= size
+                self.binmap = binmap
+                return chunk, size
+            if size < MIN_LARGE_SIZE:
+                idx = size >> 4
+                self.small[idx][chunk] = None
+            else:
+                idx = LARGEBIN_TABLE[size >> 6] if size < LARGEBIN_TABLE_END else NBINS - 2
+                insort(self.large[idx - NSMALLBINS], (size, chunk))
+            binmap |= 1 << idx
+        self.binmap = binmap
+        return 0, 0
 
     # ------------------------------------------------------------------ remove
     def unlink(self, chunk: int) -> int:
@@ -97,18 +144,24 @@ class Bins:
         if chunk in self.unsorted:
             del self.unsorted[chunk]
         elif size < MIN_LARGE_SIZE:
-            idx = size >> 4
+            self._unlink_sorted(chunk, size, size >> 4)
+        else:
+            idx = LARGEBIN_TABLE[size >> 6] if size < LARGEBIN_TABLE_END else NBINS - 2
+            self._unlink_sorted(chunk, size, idx)
+        return size
+
+    def _unlink_sorted(self, chunk: int, size: int, idx: int) -> None:
+        """Take ``chunk`` (already out of ``free``) out of sorted bin ``idx``."""
+        if idx < NSMALLBINS:
             small = self.small[idx]
             del small[chunk]
             if not small:
                 self.binmap &= ~(1 << idx)
         else:
-            idx = largebin_index(size)
             lst = self.large[idx - NSMALLBINS]
             del lst[bisect_left(lst, (size, chunk))]
             if not lst:
                 self.binmap &= ~(1 << idx)
-        return size
 
     def take_small(self, size: int) -> int:
         """Pop the oldest chunk of exactly ``size`` (a small size), or 0."""
@@ -125,23 +178,33 @@ class Bins:
         Looks in ``size``'s own bin, then uses the binmap to jump to the next
         non-empty bin, as glibc's ``_int_malloc`` does.
         """
-        idx = bin_index(size)
-        if idx >= NSMALLBINS:
-            lst = self.large[idx - NSMALLBINS]
-            pos = bisect_left(lst, (size, 0))
-            if pos < len(lst):
-                chunk = lst[pos][1]
-                return chunk, self.unlink(chunk)
-        idx += 1
-        rest = self.binmap >> idx
+        binmap = self.binmap
+        if size < MIN_LARGE_SIZE:
+            idx = size >> 4
+        else:
+            idx = LARGEBIN_TABLE[size >> 6] if size < LARGEBIN_TABLE_END else NBINS - 2
+            if binmap >> idx & 1:
+                lst = self.large[idx - NSMALLBINS]
+                pos = bisect_left(lst, (size, 0))
+                if pos < len(lst):
+                    found, chunk = lst[pos]
+                    return chunk, self._take_sorted(chunk, found, idx)
+        rest = binmap >> (idx + 1)
         if not rest:
             return 0, 0
-        idx += (rest & -rest).bit_length() - 1
+        idx += (rest & -rest).bit_length()
         if idx < NSMALLBINS:
             chunk = next(iter(self.small[idx]))
-        else:
-            chunk = self.large[idx - NSMALLBINS][0][1]
-        return chunk, self.unlink(chunk)
+            return chunk, self._take_sorted(chunk, idx << 4, idx)
+        found, chunk = self.large[idx - NSMALLBINS][0]
+        return chunk, self._take_sorted(chunk, found, idx)
+
+    def _take_sorted(self, chunk: int, size: int, idx: int) -> int:
+        """Take ``chunk`` of ``size`` out of ``free`` and sorted bin ``idx``; return ``size``."""
+        del self.free[chunk]
+        self.free_bytes -= size
+        self._unlink_sorted(chunk, size, idx)
+        return size
 
     # ------------------------------------------------------------------ views
     def nonempty(self) -> Iterator[tuple[int, list[tuple[int, int]]]]:

@@ -135,13 +135,19 @@ fork.register(_fork_table, fork.LEAF)
 def _malloc_miss(size: Any) -> int:
     if _replaced:
         return _replaced_malloc(size)
-    return default_allocator().malloc_slow(size)
+    allocator = _default  # (default_allocator's first test, without the call)
+    if allocator is None or allocator.closed:
+        allocator = default_allocator()
+    return allocator.malloc_slow(size)
 
 
 def _free_miss(addr: Any) -> None:
     if _replaced:
         return _replaced_free(addr)
-    return default_allocator().free_slow(addr)
+    allocator = _default
+    if allocator is None or allocator.closed:
+        allocator = default_allocator()
+    return allocator.free_slow(addr)
 
 
 # A thread-local that no thread ever fills: while the hot path points at it,

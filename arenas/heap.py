@@ -225,14 +225,12 @@ class HeapTable(Generic[OwnerT], fork.OneLock):
         self.lock = threading.Lock()
 
     def heap_for_ptr(self, addr: int) -> Heap[OwnerT] | None:
-        """The heap holding ``addr``: an aligned heap by masking (glibc's ``heap_for_ptr``),
-        else the main heap by range; None in no heap (a mapped chunk, foreign memory)."""
-        heap = fork.lookup(self.heaps, addr & self.mask)
-        if heap is None:
-            main = self.main
-            if main is not None and main.base <= addr < main.base + main.max_size:
-                return main
-        return heap
+        """The heap holding ``addr``: the main heap by range, else an aligned heap by
+        masking (glibc's ``heap_for_ptr``); None in no heap (a mapped chunk, foreign memory)."""
+        main = self.main  # (first: a miss in ``heaps`` would cost a KeyError)
+        if main is not None and main.base <= addr < main.base + main.max_size:
+            return main
+        return fork.lookup(self.heaps, addr & self.mask)
 
     def add(self, heap: Heap[OwnerT]) -> None:
         with self.lock:

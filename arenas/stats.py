@@ -113,7 +113,7 @@ def collect(
         slabs=sum(s[0] for s in slabs),
         slab_bytes=sum(s[1] for s in slabs),
         slab_blocks_live=len(live),
-        slab_live_bytes=sum(CLASS_SIZES[c] for c in live.values()),
+        slab_live_bytes=sum(map(CLASS_SIZES.__getitem__, live.values())),  # (C speed: no frames)
         slab_blocks_free=sum(s[2] for s in slabs),
         tcache_blocks=tcache_blocks,
         tcache_bytes=tcache_bytes,

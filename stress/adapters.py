@@ -96,7 +96,7 @@ class ArenasAdapter(Adapter):
         self.memalign = self.alloc.memalign  # type: ignore[method-assign]
 
     def footprint(self) -> int:
-        return self.alloc.stats().system_bytes
+        return self.alloc.system_bytes()  # (stats().system_bytes, without the whole snapshot)
 
     def arena_stats(self) -> list[dict[str, int]]:
         return [

@@ -51,14 +51,17 @@ from arenas.trace import Call, write_calls
 from arenas.tunables import parse_tunables
 
 from .harness import (
+    CHUNK_LIVE,
     LIVE,
     Free,
     Malloc,
+    chunk_draws,
     churn_draws,
     churn_loop,
     floor_functions,
     glibc_functions,
     pairs_loop,
+    raise_mmap_threshold,
     run_in_threads,
 )
 from .native import NativeUnavailable, native_replay
@@ -160,6 +163,42 @@ def churn(malloc: Malloc, free: Free, sizes: list[int], slots: list[int], live: 
     return len(sizes) / elapsed
 
 
+def chunk_rates(malloc: Malloc, free: Free, n: int, seed: int) -> tuple[float, float]:
+    """``(pairs/s, churn steps/s)`` of chunk-path requests: ``n`` pairs while
+    ``CHUNK_LIVE`` chunks are held, then ``n`` churn steps over that many chunks
+    (after :func:`stress.harness.raise_mmap_threshold`)."""
+    raise_mmap_threshold(malloc, free)
+    sizes, slots = chunk_draws(n, seed)
+    held = [malloc(size) for size in sizes[-CHUNK_LIVE:]]
+    pair_rate = pairs(malloc, free, sizes)
+    for block in held:
+        free(block)
+    return pair_rate, churn(malloc, free, sizes, slots, CHUNK_LIVE)
+
+
+def chunk_figures(n: int, rounds: int, seed: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Best of ``rounds`` :func:`chunk_rates` for arenas and glibc, in turns."""
+    best_pairs: dict[str, float] = {}
+    best_churn: dict[str, float] = {}
+    for _ in range(rounds):
+        for name in ("arenas", "glibc-ctypes"):
+            pair_rate, churn_rate = chunk_rates(*COMPETITORS[name](), n, seed)
+            best_pairs[name] = max(best_pairs.get(name, 0.0), pair_rate)
+            best_churn[name] = max(best_churn.get(name, 0.0), churn_rate)
+    return best_pairs, best_churn
+
+
+def chunks_report(chunk_pairs: dict[str, float], chunk_churn: dict[str, float]) -> list[str]:
+    return [
+        f"chunks (66..400 KB), pairs/s: arenas {chunk_pairs['arenas']:,.0f},"
+        f" glibc-ctypes {chunk_pairs['glibc-ctypes']:,.0f}:"
+        f" ratio {chunk_pairs['arenas'] / chunk_pairs['glibc-ctypes']:.2f}",
+        f"chunks (66..400 KB), churn steps/s: arenas {chunk_churn['arenas']:,.0f},"
+        f" glibc-ctypes {chunk_churn['glibc-ctypes']:,.0f}:"
+        f" ratio {chunk_churn['arenas'] / chunk_churn['glibc-ctypes']:.2f}",
+    ]
+
+
 def crowded_handoff(sizes: list[int], order: list[int], crowd: int = 30) -> float:
     """The handoff run in a fresh allocator to which ``crowd`` idle threads attached
     first, each still holding a block: the remote frees look past their tables."""
@@ -197,6 +236,8 @@ class Result:
     threads_8: float
     memory: Footprint
     glibc_footprint_ratio: float | None  # None: no C compiler to measure it natively
+    chunk_pairs: dict[str, float]
+    chunk_churn: dict[str, float]
 
     def ratios(self) -> dict[str, float]:
         p, c = self.pairs, self.churn
@@ -218,6 +259,10 @@ class Result:
                 if (glibc := self.glibc_footprint_ratio)
                 else {}
             ),
+            "chunk pairs arenas/glibc": self.chunk_pairs["arenas"]
+            / self.chunk_pairs["glibc-ctypes"],
+            "chunk churn arenas/glibc": self.chunk_churn["arenas"]
+            / self.chunk_churn["glibc-ctypes"],
         }
 
 
@@ -381,6 +426,7 @@ def run(n: int, rounds: int, seed: int, progress: bool = True) -> Result:
         t8 = max(t8, thread_scaling(8, n, seed))
     memory = footprint(n, LIVE, seed)
     glibc_ratio = _glibc_ratio_if_possible(n, LIVE, seed)
+    chunk_pairs, chunk_churn = chunk_figures(max(n // 4, 1000), rounds, seed)
     if progress:
         print("\r" + " " * 40 + "\r", end="", file=sys.stderr)
     return Result(
@@ -394,6 +440,8 @@ def run(n: int, rounds: int, seed: int, progress: bool = True) -> Result:
         t8,
         memory,
         glibc_ratio,
+        chunk_pairs,
+        chunk_churn,
     )
 
 
@@ -433,6 +481,7 @@ def report(result: Result) -> str:
     lines.append(f"arenas churn, 1 thread: {result.threads_1:,.0f} steps/s")
     lines.append(f"arenas churn, 8 threads: {result.threads_8:,.0f} steps/s (aggregate)")
     lines.extend(memory_report(result.memory, result.glibc_footprint_ratio))
+    lines.extend(chunks_report(result.chunk_pairs, result.chunk_churn))
     lines.append("")
     lines.append("| ratio | measured | target |")
     lines.append("|---|---:|---:|")
@@ -450,6 +499,8 @@ def report(result: Result) -> str:
         "8 threads / 1 thread": ">= 0.9",
         "peak footprint / peak live": "<= 1.25",
         "footprint ratio arenas/glibc native": "-",
+        "chunk pairs arenas/glibc": "-",
+        "chunk churn arenas/glibc": "-",
     }
     for name, value in result.ratios().items():
         lines.append(f"| {name} | {value:.2f} | {targets[name]} |")
@@ -500,6 +551,9 @@ def main(argv: list[str] | None = None) -> int:
         "--memory-only", action="store_true", help="only the footprint (deterministic, seconds)"
     )
     parser.add_argument(
+        "--chunks-only", action="store_true", help="only the chunk-path rows (66..400 KB)"
+    )
+    parser.add_argument(
         "--before", nargs="+", metavar="JSON", help="with --after: measure nothing, compare"
     )
     parser.add_argument(
@@ -517,6 +571,9 @@ def main(argv: list[str] | None = None) -> int:
         memory = footprint(args.n, LIVE, args.seed)
         glibc_ratio = _glibc_ratio_if_possible(args.n, LIVE, args.seed)
         print("\n".join(memory_report(memory, glibc_ratio)))
+        return 0
+    if args.chunks_only:
+        print("\n".join(chunks_report(*chunk_figures(args.n // 4, args.rounds, args.seed))))
         return 0
     result = run(args.n, args.rounds, args.seed)
     print(report(result))

@@ -6,8 +6,9 @@ run the same few loops through different allocators, and
 each allocator binding they have in common is written here once, and a
 benchmark module imports this one, never another benchmark.
 
-* draws: :func:`draw` and :func:`churn_draws`, request sizes and the slot
-  each churn step replaces;
+* draws: :func:`draw`, :func:`churn_draws` and :func:`chunk_draws`, request
+  sizes and the slot each churn step replaces (:func:`raise_mmap_threshold`
+  puts the chunk sizes below the mmap threshold);
 * loops: :func:`pairs_loop` (``free(malloc(n))``) and :func:`churn_loop`
   (free one of the live blocks, allocate a new size in its slot).  They
   read no clock: each caller keeps its own (``perf_counter`` around the
@@ -60,6 +61,25 @@ def churn_draws(steps: int, live: int, seed: int) -> tuple[list[int], list[int]]
     """The churn loop's request sizes (16..1024) and the slot each step replaces."""
     lo, hi, _ = LOOPS["churn"]
     return draw(random.Random(seed), steps, lo, hi, live)
+
+
+# The chunk path's draws: above the slab range, below the mmap threshold once
+# raise_mmap_threshold has run; CHUNK_LIVE chunks are held while pairs run,
+# and are the churn's live chunks.
+CHUNK_SIZES = (66_000, 400_000)
+CHUNK_LIVE = 100
+
+
+def chunk_draws(steps: int, seed: int) -> tuple[list[int], list[int]]:
+    """Chunk-path request sizes (66..400 KB) and the slot each churn step replaces."""
+    return draw(random.Random(seed), steps, *CHUNK_SIZES, CHUNK_LIVE)
+
+
+def raise_mmap_threshold(malloc: Malloc, free: Free) -> None:
+    """Free one mapping of twice the largest chunk size: glibc's dynamic mmap
+    threshold (and arenas', which follows glibc's) rises past every chunk size,
+    so both serve them from a heap, as after a program's first big free."""
+    free(malloc(2 * CHUNK_SIZES[1]))
 
 
 # ----------------------------------------------------------------- the loops

@@ -428,16 +428,43 @@ def test_an_overrun_into_the_next_header_is_heap_corruption(alloc: Allocator) ->
     alloc.free(alloc.malloc(100))  # still works
 
 
-def test_a_forged_size_is_refused_before_anything_changes(alloc: Allocator) -> None:
-    a = alloc.malloc(70_000)
-    _, size = header(a)
-    ctypes.c_uint64.from_address(a - 8).value = size + 4096
+@pytest.mark.parametrize("forge", [4096, IS_MMAPPED, NON_MAIN_ARENA], ids=["size", "M", "A"])
+def test_a_forged_head_is_refused_before_anything_changes(alloc: Allocator, forge: int) -> None:
+    a = alloc.malloc(70_000)  # next to the top: its free takes the short way back
+    _, head = header(a)
+    ctypes.c_uint64.from_address(a - 8).value = head ^ forge
     before = alloc.stats()
     with pytest.raises(HeapCorruption, match=re.escape(f"{a:#x}")):
         alloc.free(a)
     assert alloc.stats() == before
-    ctypes.c_uint64.from_address(a - 8).value = size
+    ctypes.c_uint64.from_address(a - 8).value = head
     alloc.free(a)
+
+
+def test_a_block_next_to_the_top_merges_its_free_predecessor(alloc: Allocator) -> None:
+    a = alloc.malloc(70_000)
+    b = alloc.malloc(70_000)
+    top_before = alloc.stats().arenas[0].top_bytes
+    alloc.free(a)  # binned: b is in use after it
+    assert not header(b)[1] & PREV_INUSE
+    alloc.free(b)  # b borders the top: the top takes a as well
+    st = alloc.stats().arenas[0]
+    assert st.free_chunks == 0 and st.in_use_chunks == 0
+    assert st.top_bytes >= top_before  # (a trim may have given pages back)
+
+
+def test_a_forged_prev_size_next_to_the_top_is_refused(alloc: Allocator) -> None:
+    a = alloc.malloc(70_000)
+    b = alloc.malloc(70_000)
+    alloc.free(a)
+    prev_size, _ = header(b)
+    ctypes.c_uint64.from_address(b - 16).value = prev_size + 4096
+    before = alloc.stats()
+    with pytest.raises(HeapCorruption, match="prev_size"):
+        alloc.free(b)
+    assert alloc.stats() == before
+    ctypes.c_uint64.from_address(b - 16).value = prev_size
+    alloc.free(b)
 
 
 # ----------------------------------------------------------- chunk layout

@@ -83,7 +83,7 @@ def test_stats_add_up_after_work_in_threads() -> None:
         assert st.uordblks + st.fordblks == st.arena
         assert st.uordblks == sum(a.in_use_bytes for a in st.arenas)
         assert st.ordblks == sum(a.free_chunks for a in st.arenas)
-        assert st.system_bytes == st.arena + st.hblkhd
+        assert st.system_bytes == st.arena + st.hblkhd == alloc.system_bytes()
         assert st.hblks >= 1 and st.hblkhd >= st.hblks * 200_000
         assert st.smblks == st.fsmblks == st.usmblks == 0
         assert st.keepcost == st.arenas[0].top_bytes
@@ -93,6 +93,7 @@ def test_stats_add_up_after_work_in_threads() -> None:
         alloc.check()
         after = alloc.stats()
         assert after.hblks == 0 and after.hblkhd == 0
+        assert after.system_bytes == alloc.system_bytes()
         assert after.slab_blocks_live == 0
 
 
