@@ -148,6 +148,11 @@ class Arena:
             self._set_top(heap.start)
 
     # ================================================================ helpers
+    def holds(self, lo: int, hi: int) -> bool:
+        """Whether one heap of this arena spans ``lo`` .. ``hi`` (a flush's blocks)."""
+        heap = self.heap_table.heap_for_ptr(lo)
+        return heap is not None and heap.arena is self and hi < heap.end
+
     def heap_of(self, chunk: int) -> Heap[Arena]:
         """The heap holding ``chunk`` (which must be one of this arena's)."""
         if self.is_main:
@@ -681,6 +686,28 @@ class Arena:
                 self._carve_slabs(self.heap, chunk, want * length, length, want, out)
         return out
 
+    def lend_hole(self, least: int, unit: int, most: int) -> tuple[int, int]:
+        """The smallest free chunk of at least ``least`` bytes, lent whole or cut to
+        ``16 + k * unit`` bytes (at most ``most``): ``(user address, length)``, or
+        ``(0, 0)`` if there is none.
+
+        For a slab whose class's whole slab no free chunk can give: glibc would
+        serve small requests from such a chunk, so a slab of as many blocks as
+        it holds is made in it.  A remainder under ``MINSIZE`` stays in the
+        piece (a chunk cannot be that small); a bigger one goes back to the bins.
+        """
+        if not self.bins.free:
+            return 0, 0
+        chunk, size = self._best_free_chunk(least)
+        if not chunk:
+            return 0, 0
+        piece = min(CHUNK_HDR_SZ + (size - CHUNK_HDR_SZ) // unit * unit, most)
+        if size - piece < MINSIZE:
+            piece = size
+        out: list[int] = []
+        self._carve_slabs(self.heap_of(chunk), chunk, size, piece, 1, out)
+        return out[0], piece
+
     def _best_free_chunk(self, length: int) -> tuple[int, int]:
         """Unlink the smallest free chunk that can give a ``length``-byte piece: (chunk, size)."""
         bins = self.bins
@@ -753,7 +780,9 @@ class Arena:
     def walk(self, heap: Heap[Arena]) -> Iterator[tuple[int, int, str]]:
         """``(chunk, head, state)`` for each chunk of ``heap``, then its top or fencepost
         (lock held).  ``state`` is "in use", "slab", "free", "top" or "fence"; at a head
-        whose size cannot be right it is "corrupt", and the walk stops there."""
+        whose size cannot be right it is "corrupt", and the walk stops there.  Loose
+        slab blocks are settled first, so that each slab shows its free blocks."""
+        self.slab_pool.settle()
         if heap.size == 0:
             return  # the main heap before its first sbrk
         last = self.top if heap is self.heap else heap.fence

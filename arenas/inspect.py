@@ -170,6 +170,7 @@ def bins(
         raise ValueError(f"thread {who} has no cache in this allocator (attached: {attached})")
     lines: list[str] = []
     with a.lock:
+        a.slab_pool.settle()  # (loose blocks into their slabs, so the slabs' counts are whole)
         if not a.bins.unsorted:
             lines.append("unsorted: empty")
         for idx, entries in a.bins.nonempty():

@@ -54,7 +54,7 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from . import fork
-from .chunk import CHUNK_HDR_SZ, chunk2mem, mem2chunk
+from .chunk import CHUNK_HDR_SZ, MINSIZE, chunk2mem, mem2chunk
 from .errors import HeapCorruption
 from .memory import Region
 
@@ -88,6 +88,10 @@ SLAB_BLOCKS = 4
 # that a slab's bookkeeping (a Python object, table entries) is paid per
 # half kilobyte at most.
 MIN_SLAB_BYTES = 512
+# The fewest blocks a hole slab (one cut from a free chunk too small for its
+# class's slab) is made with: one block would be a chunk with a header, as
+# costly as an ordinary chunk and no faster to find.
+MIN_HOLE_BLOCKS = 2
 # Classes have 16-byte steps up to here (glibc's tcache bins have them all
 # the way): most small requests of real programs are below it, and a finer
 # step wastes less of every block.
@@ -157,9 +161,12 @@ CLASS_OF: bytes = _class_of()
 class Slab:
     """One slab: ``capacity`` blocks of ``size`` bytes from ``base``, in ``region``.
 
-    Blocks below ``bump`` have been handed out at least once; ``free`` lists
-    those of them that are free now, and ``nfree`` counts them and the
-    untouched ones beyond ``bump``.
+    Its chunk is ``length`` bytes: the class's slab (``CLASS_SLAB_BYTES``),
+    or a free chunk too small for one that still holds ``MIN_HOLE_BLOCKS``
+    blocks or more (a *hole slab*, which may end in a tail of less than
+    ``MINSIZE`` bytes after its last block).  Blocks below ``bump`` have been
+    handed out at least once; ``free`` lists those of them that are free
+    now, and ``nfree`` counts them and the untouched ones beyond ``bump``.
     """
 
     __slots__ = (
@@ -169,20 +176,24 @@ class Slab:
         "cls",
         "end",
         "free",
+        "length",
         "nfree",
         "pool",
         "region",
         "size",
     )
 
-    def __init__(self, pool: SlabPool, region: Region, base: int, cls: int) -> None:
+    def __init__(
+        self, pool: SlabPool, region: Region, base: int, cls: int, length: int = 0
+    ) -> None:
         self.pool = pool
         self.region = region
         self.base = base
         self.cls = cls
         self.size = size = CLASS_SIZES[cls]
+        self.length = length = length or CLASS_SLAB_BYTES[cls]
         first = base + CHUNK_HDR_SZ  # the slab's own chunk header comes first
-        self.capacity = CLASS_BLOCKS[cls]
+        self.capacity = min((length - CHUNK_HDR_SZ) // size, CLASS_BLOCKS[cls])
         self.end = first + self.capacity * size
         self.bump = first
         self.free: list[int] = []
@@ -216,7 +227,7 @@ class SlabTable(fork.OneLock):
     @staticmethod
     def windows(slab: Slab) -> range:
         window = CLASS_WINDOWS[slab.cls]
-        return range(slab.base & -window, slab.base + CLASS_SLAB_BYTES[slab.cls], window)
+        return range(slab.base & -window, slab.base + slab.length, window)
 
     def add(self, new: list[Slab]) -> None:
         slabs = self.slabs
@@ -288,6 +299,7 @@ class SlabTable(fork.OneLock):
         owned = 0
         for pool in pools:
             with pool.lock:
+                pool.settle()
                 owned += len(pool.slabs)
                 for slab in pool.slabs.values():
                     if not seen.isdisjoint(slab.free):
@@ -343,6 +355,10 @@ class ChunkLender(Protocol):
 
     def lend_slab_chunks(self, length: int, count: int, top: bool, grow: bool) -> list[int]: ...
 
+    def lend_hole(self, least: int, unit: int, most: int) -> tuple[int, int]: ...
+
+    def holds(self, lo: int, hi: int) -> bool: ...
+
     def take_back_slab_chunk(self, mem: int) -> None: ...
 
 
@@ -357,6 +373,16 @@ class SlabPool:
         spare     capacity            no            yes          yes
         gone      -                   no            no           no: the arena's chunk again
 
+    A flush whose blocks all lie in one heap of this arena (the usual case:
+    a thread frees what its own arena served) does not sort them into their
+    slabs: they go on ``loose[cls]``, a list the next refill of the class
+    takes from first, so a burst freed and allocated again costs two list
+    operations per batch, not a table lookup per block.  Their slabs still
+    count them as in use.  :meth:`settle` sorts every loose block into its
+    slab; it runs before a new slab is cut (so that emptied slabs can serve
+    first), and before anything reads the slabs' state (checks, statistics,
+    views, ``trim()``, a forked child's clean-up).
+
     A slab whose last block comes back is kept as a spare of its class: the
     next refill of the class takes it with no work on the arena, where
     carving a slab and freeing it as a chunk cost about ten times what
@@ -370,7 +396,7 @@ class SlabPool:
     (:attr:`lock`); the :class:`SlabTable` has its own.
     """
 
-    __slots__ = ("owner", "partial", "slabs", "spares", "table")
+    __slots__ = ("loose", "owner", "partial", "slabs", "spares", "table")
 
     def __init__(self, owner: ChunkLender, table: SlabTable) -> None:
         self.owner = owner
@@ -380,6 +406,8 @@ class SlabPool:
         # the slabs with all of them free
         self.partial: list[dict[int, Slab]] = [{} for _ in range(NCLASSES)]
         self.spares: list[list[Slab]] = [[] for _ in range(NCLASSES)]
+        # per class: free blocks given back but not yet sorted into their slabs
+        self.loose: list[list[int]] = [[] for _ in range(NCLASSES)]
 
     @property
     def lock(self) -> threading.Lock:
@@ -399,7 +427,14 @@ class SlabPool:
         call: a scan per slab taken would make a refill quadratic in their
         number.
         """
-        out: list[int] = []
+        loose = self.loose[cls]
+        if len(loose) >= n:
+            out = loose[-n:]
+            del loose[-n:]
+            return out
+        out = loose[:]
+        loose.clear()
+        n -= len(out)
         partial = self.partial[cls]
         if partial:
             order = (
@@ -424,6 +459,10 @@ class SlabPool:
                 partial[slab.base] = slab
             if not n:
                 return out
+        if n:
+            self.settle()  # emptied slabs of any class first, before new memory
+            if partial:  # (settling may have refilled this class's partial slabs)
+                return out + self.take(cls, n, top, grow)
         while n:
             # All the slabs the rest needs, carved in one go, or as many as fit.
             fresh = self._new_slabs(cls, -(-n // CLASS_BLOCKS[cls]), top, grow)
@@ -439,6 +478,16 @@ class SlabPool:
         owner = self.owner
         length = CLASS_SLAB_BYTES[cls]
         mems = owner.lend_slab_chunks(length, count, False, False)
+        # Free chunks too small for a whole slab, as glibc would fill them with
+        # small chunks: a slab of as many blocks as each holds.
+        holes: list[Slab] = []
+        size = CLASS_SIZES[cls]
+        while len(mems) + len(holes) < count:
+            mem, hole = owner.lend_hole(CHUNK_HDR_SZ + MIN_HOLE_BLOCKS * size, size, length)
+            if not mem:
+                break
+            holes.append(Slab(self, owner.lent[mem], mem2chunk(mem), cls, hole))
+        count -= len(holes)
         # Before the top chunk is cut or the heap grows, spares of other classes go
         # back, one at a time, each a free chunk that may serve.
         while len(mems) < count:
@@ -449,11 +498,11 @@ class SlabPool:
             mems += owner.lend_slab_chunks(length, count - len(mems), False, False)
         if len(mems) < count and top:
             mems += owner.lend_slab_chunks(length, count - len(mems), top, grow)
-        if not mems:
+        if not mems and not holes:
             return []
         # One run of slabs may come from free chunks in several of the arena's heaps.
         lent = owner.lent
-        new = [Slab(self, lent[mem], mem2chunk(mem), cls) for mem in mems]
+        new = holes + [Slab(self, lent[mem], mem2chunk(mem), cls) for mem in mems]
         slabs = self.slabs
         for slab in new:
             slabs[slab.base] = slab
@@ -462,12 +511,29 @@ class SlabPool:
 
     # ---------------------------------------------------------------- return
     def give_back(self, cls: int, blocks: list[int]) -> list[int]:
-        """Return those of ``blocks`` (class ``cls``) whose slabs are in this pool to
-        their slabs; lock held.  Returns the others, in order.
+        """Take back those of ``blocks`` (class ``cls``) whose slabs are in this pool;
+        lock held.  Returns the others, in order.
 
-        One loop finds each block's slab (:meth:`SlabTable.owners`, inline) and
-        frees it there: a flush costs this loop and no more, per block.  A slab
-        that becomes wholly free is kept as one of its class's spares.
+        If one heap of this arena holds them all, they go on ``loose[cls]`` as
+        they are; else each is sorted into its slab (:meth:`_sort_in`).
+        """
+        if self.owner.holds(min(blocks), max(blocks)):
+            self.loose[cls] += blocks
+            return []
+        return self._sort_in(cls, blocks)
+
+    def settle(self) -> None:
+        """Sort every loose block into its slab (lock held)."""
+        for cls, loose in enumerate(self.loose):
+            if loose:
+                blocks = loose[:]
+                loose.clear()
+                self._sort_in(cls, blocks)
+
+    def _sort_in(self, cls: int, blocks: list[int]) -> list[int]:
+        """Free those of ``blocks`` whose slabs are in this pool in their slabs; return the
+        others.  One loop finds each block's slab (:meth:`SlabTable.owners`, inline) and
+        frees it there.  A slab that becomes wholly free is kept as a spare of its class.
         """
         table = self.table.slabs
         mask = -CLASS_WINDOWS[cls]
@@ -510,11 +576,12 @@ class SlabPool:
 
     def release_spares(self) -> int:
         """Give every spare slab back to the arena as a chunk (lock held).  Returns their bytes."""
+        self.settle()
         released = 0
-        for cls, spares in enumerate(self.spares):
+        for spares in self.spares:
             if spares:
-                released += CLASS_SLAB_BYTES[cls] * len(spares)
                 for slab in spares:
+                    released += slab.length
                     self._release(slab)
                 spares.clear()
         return released
@@ -528,6 +595,7 @@ class SlabPool:
         ``os.fork``, not the allocator, so ``held`` (every live and cached block)
         is exact.
         """
+        self.settle()
         for slab in list(self.slabs.values()):  # (a slab that empties goes back)
             free = set(slab.free)
             orphans = [
@@ -536,7 +604,7 @@ class SlabPool:
                 if addr not in held and addr not in free
             ]
             if orphans:
-                self.give_back(slab.cls, orphans)
+                self._sort_in(slab.cls, orphans)
 
     def _release(self, slab: Slab) -> None:
         del self.slabs[slab.base]
@@ -546,15 +614,27 @@ class SlabPool:
     # ----------------------------------------------------------------- views
     def usage(self) -> tuple[int, int, int]:
         """``(slabs, bytes of their chunks, free blocks)``, lock held."""
+        self.settle()
         slabs = self.slabs.values()
         return (
             len(self.slabs),
-            sum(CLASS_SLAB_BYTES[slab.cls] for slab in slabs),
+            sum(slab.length for slab in slabs),
             sum(slab.nfree for slab in slabs),
         )
 
     def check(self) -> None:
-        """Every slab against the table, the arena's records and this pool's lists (lock held)."""
+        """Every slab against the table, the arena's records and this pool's lists (lock
+        held; loose blocks are settled first, each into a slab that must hold it)."""
+        for cls, loose in enumerate(self.loose):
+            if len(set(loose)) != len(loose):
+                raise HeapCorruption(f"arena {self.owner.index}: a loose block is listed twice")
+            try:
+                strays = self._sort_in(cls, loose[:]) if loose else []
+            except KeyError:  # (no slab's window holds it)
+                strays = [0]
+            if strays:
+                raise HeapCorruption(f"arena {self.owner.index}: a loose block of no slab here")
+            loose.clear()
         owner = self.owner
         table = self.table.slabs
         lent = owner.lent
@@ -569,8 +649,10 @@ class SlabPool:
                 raise HeapCorruption(f"{where} is missing from the slab table")
             if lent.get(chunk2mem(base)) is not slab.region:
                 raise HeapCorruption(f"{where} is not a chunk its arena lent in that region")
-            if owner.in_use.get(chunk2mem(base)) != CLASS_SLAB_BYTES[slab.cls]:
-                raise HeapCorruption(f"{where} is not an in-use chunk of its class's length")
+            if owner.in_use.get(chunk2mem(base)) != slab.length or not (
+                slab.end <= base + slab.length < slab.end + MINSIZE
+            ):
+                raise HeapCorruption(f"{where} is not an in-use chunk of its slab's length")
             untouched = (slab.end - slab.bump) // slab.size
             if slab.nfree != len(slab.free) + untouched or len(set(slab.free)) != len(slab.free):
                 raise HeapCorruption(f"{where}: free count disagrees with its free list")

@@ -510,6 +510,9 @@ def test_a_released_slab_is_reused_by_another_class() -> None:
         old = table.owners([big], cls)[0]
         alloc.malloc(16)  # a slab after it, so that it does not merge into the top
         alloc.free(big)
+        assert main.slab_pool.loose[cls] == [big]  # back, not yet sorted into its slab
+        with main.lock:
+            main.slab_pool.settle()
         assert old in main.slab_pool.spares[cls]  # wholly free: kept as its class's spare
         # Neither the slab nor the top holds a whole page (none resident to advise
         # away), and the top has no page to cut: trim() gives back the slab alone.
@@ -638,3 +641,62 @@ def test_slab_table_stays_exact_while_threads_carve_and_release_slabs(tcache_cou
         for addr in kept:
             alloc.free(addr)
         alloc.check()
+
+
+def test_a_hole_too_small_for_a_whole_slab_holds_a_smaller_one() -> None:
+    with Allocator(tcache_count=0, top_pad=0) as alloc:
+        main = alloc._registry.main
+        hole = alloc.malloc(2000)  # a chunk of 2016 bytes
+        fence = alloc.malloc(2000)  # keeps it off the top chunk
+        alloc.free(hole)
+        cls = CLASS_OF[896]
+        assert CLASS_SLAB_BYTES[cls] > 2016  # the class's whole slab does not fit there
+        block = alloc.malloc(896)
+        slab = alloc._slab_table.owners([block], cls)[0]
+        # two blocks fit: a slab of two, cut to 16 + 2 * 896 bytes; the rest stays free
+        assert (slab.base, slab.capacity, slab.length) == (hole - CHUNK_HDR_SZ, 2, 1808)
+        assert block == hole
+        assert main.bins.free[slab.base + 1808] == 2016 - 1808
+        second = alloc.malloc(896)
+        assert second == hole + 896  # the hole slab's other block
+        alloc.free(block)
+        alloc.free(second)
+        alloc.free(fence)
+        alloc.check()
+
+
+def test_a_flush_into_its_own_arena_is_loose_until_settled() -> None:
+    with Allocator(tcache_count=0) as alloc:
+        pool = alloc._registry.main.slab_pool
+        cls = CLASS_OF[100]
+        a, b = alloc.malloc(100), alloc.malloc(100)
+        alloc.free(a)  # no cache: straight home, onto the class's loose list
+        assert pool.loose[cls] == [a]
+        with pytest.raises(DoubleFree, match="already free"):
+            alloc.free(a)  # a loose block is free: freeing it again is caught
+        assert pool.loose[cls] == [a]  # and nothing changed
+        alloc.check()  # settles it into its slab, and checks the slab
+        assert pool.loose[cls] == []
+        alloc.free(b)
+        assert alloc.malloc(100) == b  # a refill takes the loose block first
+        slab = alloc._slab_table.owners([a], cls)[0]
+        assert a in slab.free and alloc.stats().slab_blocks_free >= 1
+        alloc.free(b)
+        alloc.check()
+
+
+@pytest.mark.corrupts_heap
+def test_the_checker_refuses_a_loose_list_that_lies() -> None:
+    from arenas import HeapCorruption
+
+    with Allocator(tcache_count=0) as alloc:
+        pool = alloc._registry.main.slab_pool
+        cls = CLASS_OF[100]
+        a = alloc.malloc(100)
+        alloc.free(a)
+        pool.loose[cls].append(a)  # the same block twice
+        with pytest.raises(HeapCorruption, match="listed twice"):
+            alloc.check()
+        pool.loose[cls][:] = [0x10]  # an address no slab holds
+        with pytest.raises(HeapCorruption, match="no slab here"):
+            alloc.check()
