@@ -398,10 +398,15 @@ class Arena:
         """
         in_use = self.in_use
         size = in_use.get(mem)
+        if size is None or mem in self.lent:
+            # Not a live chunk of ours: raise the precise error before touching the
+            # heap's bytes (a racing free of the same block may have merged it into
+            # the top and given the heap back, its memory released).
+            size = self.checked_chunk(heap, mem)
         w = heap.words
         i = ((mem - heap.base) >> 3) - 1  # (the head of chunk mem - 16)
         head = w[i]
-        if size is None or head | PREV_INUSE != size | self.head_flags or mem in self.lent:
+        if head | PREV_INUSE != size | self.head_flags:
             size = self.checked_chunk(heap, mem)  # (raises the precise error)
         if self.mp.perturb:  # glibc's free_perturb: after the checks, under the lock
             _memset(mem, self.mp.perturb, size - CHUNK_HDR_SZ)

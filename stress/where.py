@@ -1,7 +1,8 @@
 """Where the memory goes: an arenas allocator's footprint at a trace's live peak, in parts.
 
-``python -m stress where TRACE...`` replays each trace through a fresh
-:class:`arenas.Allocator`, in one thread and in the trace's global order
+``python -m stress where TRACE...`` (a trace, or a directory of them)
+replays each trace through a fresh :class:`arenas.Allocator`, in one
+thread and in the trace's global order
 (so that the result is the same every run), stops at the event where live
 bytes first reach their peak, and splits the footprint there
 (``Stats.system_bytes``: mapped heap bytes, top included, plus mmapped
@@ -127,7 +128,7 @@ def _tunables(text: str) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m stress where", description=__doc__)
-    p.add_argument("traces", nargs="+", metavar="TRACE")
+    p.add_argument("traces", nargs="+", metavar="TRACE", help="a trace, or a directory of them")
     p.add_argument(
         "--tunables",
         type=_tunables,
@@ -135,7 +136,12 @@ def main(argv: list[str]) -> int:
         help="arenas tunables, as ARENAS_TUNABLES takes them (a=1:b=2)",
     )
     args = p.parse_args(argv)
-    rows = [breakdown(path, args.tunables) for path in args.traces]
+    paths = [
+        found
+        for given in map(Path, args.traces)
+        for found in (sorted(given.glob("*.trace*")) if given.is_dir() else [given])
+    ]
+    rows = [breakdown(path, args.tunables) for path in paths]
     print(
         "footprint at the live peak, in parts, as fractions of live bytes"
         " (one thread, the trace's global order):"
