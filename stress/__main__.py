@@ -49,6 +49,7 @@ from .report import (
     summary,
     table,
     to_json,
+    trace_summary,
     trace_table,
 )
 from .trace import TraceError, replay, synthesize
@@ -212,6 +213,7 @@ def cmd_campaign(args: argparse.Namespace) -> int:
             " anonymous memory."
         )
         print(trace_table(rows, native))
+        print(trace_summary(rows))
         if missing:
             print(f"native columns empty: {missing}")
         if args.plots:

@@ -25,6 +25,7 @@ __all__ = [
     "plot_traces",
     "table",
     "to_json",
+    "trace_summary",
     "trace_table",
 ]
 
@@ -92,12 +93,40 @@ def trace_table(rows: Sequence[TraceRow], native: Sequence[str]) -> str:
             f"{r.glibc_ctypes_ops_per_s:,.0f}",
             f"{ratio:.2f}",
             "" if ns is None else f"{ns:,.0f}",
-            f"{r.arenas_fragmentation:.2f}",
+            f"{r.arenas_fragmentation:.3f}",
         ]
         for name in native:
             frag = r.native_fragmentation.get(name)
-            cells.append("" if frag is None else f"{frag:.2f}")
+            cells.append("" if frag is None else f"{frag:.3f}")
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def trace_summary(rows: Sequence[TraceRow]) -> str:
+    """Issue 15's targets, as the traces' table has them: arenas' footprint against
+    glibc's native one on every trace and on average, and the replays' speed ratio."""
+    pairs = [
+        (r.arenas_fragmentation, glibc)
+        for r in rows
+        if (glibc := r.native_fragmentation.get("glibc")) and r.arenas_fragmentation
+    ]
+    speeds = [
+        r.arenas_ops_per_s / r.glibc_ctypes_ops_per_s for r in rows if r.glibc_ctypes_ops_per_s
+    ]
+    lines = []
+    if pairs:
+        ratios = [ours / glibc for ours, glibc in pairs]
+        lines.append(
+            f"footprint, arenas / glibc native: at or below glibc on"
+            f" {sum(r <= 1.0 for r in ratios)} of {len(ratios)} traces;"
+            f" mean {sum(ratios) / len(ratios):.3f}, worst {max(ratios):.3f}"
+        )
+    if speeds:
+        lines.append(
+            f"replay speed, arenas / glibc-ctypes: at or above 1.0 on"
+            f" {sum(x >= 1.0 for x in speeds)} of {len(speeds)} traces;"
+            f" from {min(speeds):.2f} to {max(speeds):.2f}"
+        )
     return "\n".join(lines)
 
 

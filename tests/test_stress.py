@@ -269,9 +269,17 @@ def test_campaign_quick_with_plots(tmp_path: Path) -> None:
         from stress.native import native_replay, preloadable
 
         native = native_replay(TRACES[0])
-        assert cells[" glibc native frag "].strip() == f"{native.fragmentation:.2f}"
+        assert cells[" glibc native frag "].strip() == f"{native.fragmentation:.3f}"
         for name in preloadable():
             assert float(cells[f" {name} native frag "]) >= 1.0
+        # the summary of issue 15's targets, from the same figures (unrounded)
+        ours = float(cells[" arenas frag "])
+        summary = next(line for line in lines if line.startswith("footprint, arenas / glibc"))
+        mean = float(summary.split("mean ")[1].split(",")[0])
+        assert abs(mean - ours / native.fragmentation) < 2e-3
+        below = ours <= native.fragmentation
+        assert f"at or below glibc on {int(below)} of 1 traces" in summary or abs(mean - 1) < 2e-3
+        assert any(line.startswith("replay speed, arenas / glibc-ctypes:") for line in lines)
         assert (tmp_path / "traces.png").stat().st_size > 1000
 
 
