@@ -37,6 +37,7 @@ from types import FunctionType
 from typing import Any, cast
 
 from .errors import CLOSED, AllocatorError
+from .slab import SLAB_MAX
 from .tcache import ThreadCache
 
 __all__ = ["HotPath", "free", "malloc"]
@@ -82,10 +83,10 @@ def _free_remote(cache: ThreadCache, addr: Any) -> bool:
 
 def malloc(size: int) -> int:
     """Allocate ``size`` bytes; return the real address of the first one."""
-    if size.__class__ is int and size >= 0:
+    if size.__class__ is int and 0 <= size <= SLAB_MAX:  # (a chunk: no exception to catch)
         try:
             cache = _tls.cache  # AttributeError: this thread is not attached yet
-            cls = cache.class_of[size]  # IndexError: above SLAB_MAX, or gated
+            cls = cache.class_of[size]  # IndexError: gated
             cached = cache.bins[cls]
             if cached:
                 addr = cached.pop()  # (IndexError only if close() emptied it just now)
@@ -139,6 +140,7 @@ class HotPath:
             "_free_miss": free_miss,
             "_free_full": _free_full,
             "_free_remote": _free_remote,
+            "SLAB_MAX": SLAB_MAX,
         }
         self.malloc = cast(Callable[[int], int], self._copy(malloc, owner))
         self.free = cast(Callable[[int], None], self._copy(free, owner))

@@ -209,7 +209,7 @@ def test_no_compiler_is_a_typed_error(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_the_traces_table_leaves_an_unmeasured_column_empty() -> None:
     row = TraceRow("t.trace", 10, 1, 100.0, 50.0, 1.5, {"glibc": None, "jemalloc": 1.25})
     assert trace_table([row], ["glibc", "jemalloc"]).splitlines()[-1] == (
-        "| t.trace | 10 | 1 | 100 | 50 | 2.00 |  | 1.50 |  | 1.25 |"
+        "| t.trace | 10 | 1 | 100 | 50 | 2.00 |  | 1.500 |  | 1.250 |"
     )
 
 
