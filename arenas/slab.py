@@ -532,21 +532,12 @@ class SlabPool:
 
     def _sort_in(self, cls: int, blocks: list[int]) -> list[int]:
         """Free those of ``blocks`` whose slabs are in this pool in their slabs; return the
-        others.  One loop finds each block's slab (:meth:`SlabTable.owners`, inline) and
-        frees it there.  A slab that becomes wholly free is kept as a spare of its class.
+        others.  A slab that becomes wholly free is kept as a spare of its class.
         """
-        table = self.table.slabs
-        mask = -CLASS_WINDOWS[cls]
         partial = self.partial[cls]
         emptied: list[Slab] = []
         others: list[int] = []
-        for addr in blocks:
-            found = table[addr & mask]
-            slab = found[-1]
-            if slab.base > addr:  # the window is shared: an earlier slab holds it
-                for slab in reversed(found):
-                    if slab.base <= addr:
-                        break
+        for addr, slab in zip(blocks, self.table.owners(blocks, cls), strict=True):
             if slab.pool is not self:
                 others.append(addr)
                 continue
