@@ -139,6 +139,7 @@ class Allocator:
         self._caches = ThreadCaches(
             self._registry,
             self._slab_table,
+            self._heap_table,
             mp,
             cache_counts(mp.tcache_count, mp.tcache_max_bytes),
         )

@@ -148,11 +148,6 @@ class Arena:
             self._set_top(heap.start)
 
     # ================================================================ helpers
-    def holds(self, lo: int, hi: int) -> bool:
-        """Whether one heap of this arena spans ``lo`` .. ``hi`` (a flush's blocks)."""
-        heap = self.heap_table.heap_for_ptr(lo)
-        return heap is not None and heap.arena is self and hi < heap.end
-
     def heap_of(self, chunk: int) -> Heap[Arena]:
         """The heap holding ``chunk`` (which must be one of this arena's)."""
         if self.is_main:

@@ -357,8 +357,6 @@ class ChunkLender(Protocol):
 
     def lend_hole(self, least: int, unit: int, most: int) -> tuple[int, int]: ...
 
-    def holds(self, lo: int, hi: int) -> bool: ...
-
     def take_back_slab_chunk(self, mem: int) -> None: ...
 
 
@@ -375,9 +373,10 @@ class SlabPool:
 
     A flush whose blocks all lie in one heap of this arena (the usual case:
     a thread frees what its own arena served) does not sort them into their
-    slabs: they go on ``loose[cls]``, a list the next refill of the class
-    takes from first, so a burst freed and allocated again costs two list
-    operations per batch, not a table lookup per block.  Their slabs still
+    slabs: they go on ``loose[cls]`` (:meth:`give_back_loose`), a list the
+    next refill of the class takes from first, so a burst freed and
+    allocated again costs two list operations per batch, not a table lookup
+    per block.  Their slabs still
     count them as in use.  :meth:`settle` sorts every loose block into its
     slab; it runs before a new slab is cut (so that emptied slabs can serve
     first), and before anything reads the slabs' state (checks, statistics,
@@ -510,17 +509,10 @@ class SlabPool:
         return new
 
     # ---------------------------------------------------------------- return
-    def give_back(self, cls: int, blocks: list[int]) -> list[int]:
-        """Take back those of ``blocks`` (class ``cls``) whose slabs are in this pool;
-        lock held.  Returns the others, in order.
-
-        If one heap of this arena holds them all, they go on ``loose[cls]`` as
-        they are; else each is sorted into its slab (:meth:`_sort_in`).
-        """
-        if self.owner.holds(min(blocks), max(blocks)):
-            self.loose[cls] += blocks
-            return []
-        return self._sort_in(cls, blocks)
+    def give_back_loose(self, cls: int, blocks: list[int]) -> None:
+        """Take back ``blocks`` of class ``cls``, all in one heap of this arena, onto the
+        class's loose list (lock held): a flush's usual case, one list extend."""
+        self.loose[cls] += blocks
 
     def settle(self) -> None:
         """Sort every loose block into its slab (lock held)."""
@@ -528,12 +520,12 @@ class SlabPool:
             if loose:
                 blocks = loose[:]
                 loose.clear()
-                self._sort_in(cls, blocks)
+                self.give_back(cls, blocks)
 
-    def _sort_in(self, cls: int, blocks: list[int]) -> list[int]:
-        """Free those of ``blocks`` whose slabs are in this pool in their slabs; return the
-        others.  A slab that becomes wholly free is kept as a spare of its class.
-        """
+    def give_back(self, cls: int, blocks: list[int]) -> list[int]:
+        """Free those of ``blocks`` (class ``cls``) whose slabs are in this pool in their
+        slabs (lock held); return the others, in order.  A slab that becomes wholly
+        free is kept as a spare of its class."""
         partial = self.partial[cls]
         emptied: list[Slab] = []
         others: list[int] = []
@@ -595,7 +587,7 @@ class SlabPool:
                 if addr not in held and addr not in free
             ]
             if orphans:
-                self._sort_in(slab.cls, orphans)
+                self.give_back(slab.cls, orphans)
 
     def _release(self, slab: Slab) -> None:
         del self.slabs[slab.base]
@@ -620,7 +612,7 @@ class SlabPool:
             if len(set(loose)) != len(loose):
                 raise HeapCorruption(f"arena {self.owner.index}: a loose block is listed twice")
             try:
-                strays = self._sort_in(cls, loose[:]) if loose else []
+                strays = self.give_back(cls, loose[:]) if loose else []
             except KeyError:  # (no slab's window holds it)
                 strays = [0]
             if strays:

@@ -63,6 +63,7 @@ from . import fork
 from .arena import Arena
 from .chunk import CHUNK_HDR_SZ, checked_address
 from .errors import CLOSED, AllocatorError, DoubleFree, HeapCorruption, InvalidPointer
+from .heap import HeapTable
 from .registry import ArenaRegistry
 from .slab import CLASS_OF, CLASS_SIZES, NCLASSES, SlabTable
 from .tunables import Params
@@ -167,11 +168,17 @@ class ThreadCaches:
     """
 
     def __init__(
-        self, registry: ArenaRegistry, table: SlabTable, mp: Params, counts: list[int]
+        self,
+        registry: ArenaRegistry,
+        table: SlabTable,
+        heaps: HeapTable[Arena],
+        mp: Params,
+        counts: list[int],
     ) -> None:
         self.tls = threading.local()
         self.registry = registry
         self.table = table
+        self.heaps = heaps
         self.mp = mp
         self.counts = counts
         self.threads: dict[int, _Held] = {}
@@ -381,8 +388,21 @@ class ThreadCaches:
         self.return_blocks(cls, blocks)
 
     def return_blocks(self, cls: int, blocks: list[int]) -> None:
-        """Give blocks back to their slabs, each under its own arena's lock: the
-        first block's arena takes every block of its own, and so on."""
+        """Give blocks back to their arenas, each under its own arena's lock.
+
+        The usual case, every block in one heap (a thread's own arena's, or
+        the one thread it frees for), costs two comparisons and a list extend:
+        they go on the class's loose list (see :class:`~arenas.slab.SlabPool`).
+        Otherwise the first block's arena takes every block of its own into its
+        slabs, and so on.
+        """
+        lo, hi = min(blocks), max(blocks)
+        heap = self.heaps.heap_for_ptr(lo)
+        if heap is not None and hi < heap.end:
+            pool = heap.arena.slab_pool
+            with pool.lock:
+                pool.give_back_loose(cls, blocks)
+            return
         table = self.table
         while blocks:
             pool = table.owners(blocks[:1], cls)[0].pool
