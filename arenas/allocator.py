@@ -216,9 +216,7 @@ class Allocator:
     # ================================================================ malloc
     def malloc_slow(self, size: Any) -> int:
         """``malloc``'s slow path: whatever its hit path could not serve."""
-        if size.__class__ is int and SLAB_MAX < size <= MAX_REQUEST:
-            addr = self._malloc_chunk(size)
-        elif size.__class__ is int and 0 <= size <= SLAB_MAX:
+        if size.__class__ is int and 0 <= size <= SLAB_MAX:
             caches = self._caches
             addr = caches.serve(caches.current(), size)
             if not addr:  # no room for a whole slab: an ordinary chunk may still fit

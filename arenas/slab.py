@@ -376,11 +376,11 @@ class SlabPool:
     slabs: they go on ``loose[cls]`` (:meth:`give_back_loose`), a list the
     next refill of the class takes from first, so a burst freed and
     allocated again costs two list operations per batch, not a table lookup
-    per block.  Their slabs still
-    count them as in use.  :meth:`settle` sorts every loose block into its
-    slab; it runs before a new slab is cut (so that emptied slabs can serve
-    first), and before anything reads the slabs' state (checks, statistics,
-    views, ``trim()``, a forked child's clean-up).
+    per block.  Their slabs still count them as in use.  :meth:`settle`
+    sorts every loose block into its slab; it runs before a new slab is cut
+    (so that emptied slabs can serve first), and before anything reads the
+    slabs' state (checks, statistics, views, ``trim()``, a forked child's
+    clean-up).
 
     A slab whose last block comes back is kept as a spare of its class: the
     next refill of the class takes it with no work on the arena, where
@@ -459,9 +459,10 @@ class SlabPool:
             if not n:
                 return out
         if n:
-            self.settle()  # emptied slabs of any class first, before new memory
-            if partial:  # (settling may have refilled this class's partial slabs)
-                return out + self.take(cls, n, top, grow)
+            # Other classes' loose blocks into their slabs, so that slabs they empty
+            # are spares that _new_slabs can give back before cutting new memory.
+            # (This class's loose blocks are all in ``out`` already.)
+            self.settle()
         while n:
             # All the slabs the rest needs, carved in one go, or as many as fit.
             fresh = self._new_slabs(cls, -(-n // CLASS_BLOCKS[cls]), top, grow)

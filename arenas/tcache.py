@@ -301,7 +301,7 @@ class ThreadCaches:
         cls = CLASS_OF[size]
         bins = cache.bins
         cached = bins[cls]
-        if cached:  # (the hit path missed it: gated, or another thread refilled it)
+        if cached:  # (the hit path can miss with blocks cached: gated caches, say)
             try:
                 addr = cached.pop()
             except IndexError:  # close() emptied it just now

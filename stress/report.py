@@ -73,6 +73,13 @@ class TraceRow:
     native_fragmentation: dict[str, float | None] = field(default_factory=dict)
     glibc_native_ns_per_call: float | None = None
 
+    @property
+    def speed_ratio(self) -> float:
+        """arenas / glibc-ctypes replay speed (0 if glibc's was not measured)."""
+        if not self.glibc_ctypes_ops_per_s:
+            return 0.0
+        return self.arenas_ops_per_s / self.glibc_ctypes_ops_per_s
+
 
 def trace_table(rows: Sequence[TraceRow], native: Sequence[str]) -> str:
     """The traces' table: speeds, then arenas' and each ``native`` allocator's fragmentation."""
@@ -83,7 +90,6 @@ def trace_table(rows: Sequence[TraceRow], native: Sequence[str]) -> str:
     )
     lines = [head, "|---|" + "---:|" * (7 + len(native))]
     for r in rows:
-        ratio = r.arenas_ops_per_s / r.glibc_ctypes_ops_per_s if r.glibc_ctypes_ops_per_s else 0
         ns = r.glibc_native_ns_per_call
         cells = [
             r.trace,
@@ -91,7 +97,7 @@ def trace_table(rows: Sequence[TraceRow], native: Sequence[str]) -> str:
             str(r.threads),
             f"{r.arenas_ops_per_s:,.0f}",
             f"{r.glibc_ctypes_ops_per_s:,.0f}",
-            f"{ratio:.2f}",
+            f"{r.speed_ratio:.2f}",
             "" if ns is None else f"{ns:,.0f}",
             f"{r.arenas_fragmentation:.3f}",
         ]
@@ -110,9 +116,7 @@ def trace_summary(rows: Sequence[TraceRow]) -> str:
         for r in rows
         if (glibc := r.native_fragmentation.get("glibc")) and r.arenas_fragmentation
     ]
-    speeds = [
-        r.arenas_ops_per_s / r.glibc_ctypes_ops_per_s for r in rows if r.glibc_ctypes_ops_per_s
-    ]
+    speeds = [r.speed_ratio for r in rows if r.glibc_ctypes_ops_per_s]
     lines = []
     if pairs:
         ratios = [ours / glibc for ours, glibc in pairs]

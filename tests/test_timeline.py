@@ -172,25 +172,21 @@ def test_every_thread_owns_what_it_allocated(producer_consumer: tl.Timeline) -> 
     last = timeline.frames[-1]["threads"]
     assert {info.state for info in last.values()} == {2}  # every thread done at the end
     assert sorted(info.arena for info in last.values()) == [0, 1, 2, 3]  # an arena each
+
+    def threads_of(kind: int) -> set[int]:
+        """The threads whose colour pieces of ``kind`` carry, in any frame."""
+        return {
+            p.detail - 1
+            for f in timeline.frames
+            for a in f["arenas"]
+            for h in a["heaps"]
+            for p in h["pieces"]
+            if p.kind == kind
+        }
+
     # Slab blocks carry their threads: the producers' blocks are theirs, not thread 0's.
-    owners = {
-        p.detail - 1
-        for f in timeline.frames
-        for a in f["arenas"]
-        for h in a["heaps"]
-        for p in h["pieces"]
-        if p.kind == frames.LIVE
-    }
-    assert {0, 1, 2} <= owners
-    cached_by = {
-        p.detail - 1
-        for f in timeline.frames
-        for a in f["arenas"]
-        for h in a["heaps"]
-        for p in h["pieces"]
-        if p.kind == frames.CACHED
-    }
-    assert 3 in cached_by  # the consumer's cache holds what it freed
+    assert {0, 1, 2} <= threads_of(frames.LIVE)
+    assert 3 in threads_of(frames.CACHED)  # the consumer's cache holds what it freed
 
 
 def test_pieces_tile_every_heap(producer_consumer: tl.Timeline) -> None:
