@@ -66,6 +66,7 @@ from .heap import Heap, HeapTable
 from .hotpath import HotPath
 from .large import MmappedChunks
 from .memory import BufferRegion, Region, SystemBudget, retry_deferred_unmaps
+from .ptmalloc import GlibcArena, GlibcPolicy
 from .registry import ArenaRegistry
 from .slab import CLASS_OF, CLASS_SIZES, SLAB_MAX, SlabTable
 from .stats import Stats, collect, format_malloc_info, format_malloc_stats
@@ -114,17 +115,20 @@ class Allocator:
         use_malloc: bool = False,
         on_oom: Callable[[int], object] | None = None,
         debug: bool = False,
+        policy: str = "default",
         **tunables: Any,
     ) -> None:
         if on_oom is not None and not callable(on_oom):
             raise TypeError("on_oom must be callable")
+        if not isinstance(policy, str):
+            raise TypeError(f"policy must be a str, not {type(policy).__name__}")
+        values = validate(tunables, policy)
         main_region = BufferRegion(buffer) if buffer is not None else None
-        values = validate(tunables)
         if main_region is not None and not use_malloc:
             # Everything comes from the buffer: one arena, no mappings.
             values["arena_max"] = 1
             values["mmap_max"] = 0
-        self._mp = mp = Params(values)
+        self._mp = mp = Params(values, policy)
         self._main_region = main_region
         self._on_oom = on_oom
         self._budget = SystemBudget(mp.max_heap_bytes)
@@ -132,8 +136,13 @@ class Allocator:
         self._heap_of = self._heap_table.heap_for_ptr
         self._mmapped = MmappedChunks(self._budget)
         self._slab_table = SlabTable()
+        # The glibc policy's chunks parked in threads' tcaches (user address -> bin).
+        self._tcached: dict[int, int] = {}
         self._registry = ArenaRegistry(
-            self._new_arena, mp.arena_limit(), prefer_main=main_region is not None
+            self._new_arena,
+            mp.arena_limit(),
+            prefer_main=main_region is not None,
+            glibc_order=policy == "glibc",
         )
         self._closed = False
         self._caches = ThreadCaches(
@@ -153,14 +162,32 @@ class Allocator:
         # The plain paths, whatever the mode: what debug mode wraps.
         self._malloc = hot.malloc
         self._free = hot.free
-        self.malloc = hot.malloc
-        self.free = hot.free
+        self._glibc: GlibcPolicy | None = None
+        memalign = Allocator.memalign.__get__(self)
+        if policy == "glibc":
+            # glibc's paths instead of the slabs' (see arenas/ptmalloc.py).
+            self._glibc = glibc = GlibcPolicy(
+                self._registry,
+                self._heap_table,
+                self._mmapped,
+                mp,
+                self._tcached,
+                lambda: self._closed,
+                on_oom,
+            )
+            self._malloc = glibc.malloc
+            self._free = glibc.free
+            self.realloc = glibc.realloc  # type: ignore[method-assign]
+            self.calloc = glibc.calloc  # type: ignore[method-assign]
+            self.memalign = memalign = glibc.memalign  # type: ignore[method-assign]
+        self.malloc = self._malloc
+        self.free = self._free
         self._debugger: Debugger | None = None
         if debug:
             self._debugger = debugger = Debugger(
-                hot.malloc,
-                hot.free,
-                Allocator.memalign.__get__(self),
+                self._malloc,
+                self._free,
+                memalign,
                 view=Allocator.view.__get__(self),
                 on_oom=on_oom,
             )
@@ -175,9 +202,31 @@ class Allocator:
             self._caches.gate(True)
         fork.register(self, fork.ALLOCATOR)
 
-    def _new_arena(self, index: int) -> Arena:
+    def _new_arena(self, index: int, request: int) -> Arena:
         region = self._main_region if index == 0 else None
+        if self._mp.policy == "glibc":
+            return GlibcArena(
+                index,
+                self._mp,
+                self._budget,
+                self._heap_table,
+                self._slab_table,
+                region,
+                request,
+                self._mmapped,
+                self._tcached,
+            )
         return Arena(index, self._mp, self._budget, self._heap_table, self._slab_table, region)
+
+    @property
+    def policy(self) -> str:
+        """The policy this allocator follows: ``"default"`` or ``"glibc"``."""
+        return self._mp.policy
+
+    @property
+    def glibc(self) -> GlibcPolicy | None:
+        """The glibc policy's front end (its threads' tcaches), or None."""
+        return self._glibc
 
     @property
     def params(self) -> dict[str, int]:
@@ -211,6 +260,8 @@ class Allocator:
 
     def thread_arena(self) -> int:
         """The index of the calling thread's arena (attaching it if needed)."""
+        if self._glibc is not None:
+            return self._glibc.current().arena.index
         return self._caches.current().arena.index
 
     # ================================================================ malloc
@@ -484,6 +535,12 @@ class Allocator:
         heap = self._heap_of(addr)
         if heap is not None:
             size = fork.lookup(heap.arena.in_use, addr)
+            if self._glibc is not None and self._glibc.is_cached(addr):
+                raise for_call(
+                    InvalidPointer(f"use after free: {addr:#x} is free (in a tcache or fastbin)"),
+                    op,
+                    addr,
+                )
             if size is None or addr in heap.arena.lent:
                 bad = self._caches.diagnose(addr) or heap.arena.diagnose_bad_pointer(addr)
                 raise for_call(bad, op, addr)
@@ -565,6 +622,8 @@ class Allocator:
                 with arena.lock:
                     arena.check()
             registry.check(self._heap_table)
+            if self._glibc is not None:
+                self._glibc.check()
             if quiet is None:
                 quiet = sum(a.attached_threads for a in arenas) <= 1
             if quiet:
@@ -632,6 +691,8 @@ class Allocator:
         """
         pad = checked_count(pad, "pad")
         self._require_open()
+        if self._glibc is not None:
+            return self._glibc.trim(self.arena_list(), pad)
         self._caches.flush()
         released = 0
         for arena in self.arena_list():
@@ -651,8 +712,8 @@ class Allocator:
         Raises ``ValueError`` naming the tunable and its valid range; nothing
         changes unless the value is valid.
         """
-        name = mallopt_name(param)
-        value = validate({name: value})[name]
+        name = mallopt_name(param, self._mp.policy)
+        value = validate({name: value}, self._mp.policy)[name]
         mp = self._mp
         with self._registry.writing():
             self._require_open()
@@ -665,6 +726,8 @@ class Allocator:
             self._caches.flush()  # this thread obeys at once; the others as they free
         elif name == "perturb":
             self._caches.gate(bool(value))
+        elif name == "mxfast" and self._glibc is not None:
+            self._glibc.set_max_fast(self.arena_list())
 
     # ================================================================ debug
     def _debug_view(self, addr: int, size: int | None = None) -> memoryview:
@@ -697,6 +760,8 @@ class Allocator:
                 return
             self._closed = True
             self._caches.close()
+            if self._glibc is not None:
+                self._glibc.close()
             arenas = list(self._registry.arenas)
         if self._debugger is not None:
             self._debugger.close()

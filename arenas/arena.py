@@ -19,8 +19,8 @@ the allocator calls it, so it is not private):
 The chunk *headers* are in the heap's bytes (in-band), exactly where glibc
 puts them, and are read and written with :class:`~arenas.heap.Heap`'s chunk
 vocabulary (``head``, ``set_head``, ``set_head_size``, ``prev_size``).  The
-hot paths (``int_malloc``, ``int_free``, ``_hand_out``, ``_carve``,
-``_set_top``, ``checked_chunk``, ``_free_chunk``, ``_carve_slabs``) inline it,
+hot paths (``int_malloc``, ``int_free``, ``hand_out``, ``carve``,
+``set_top``, ``checked_chunk``, ``_free_chunk``, ``_carve_slabs``) inline it,
 with ``w = heap.words``: the head of ``chunk`` is ``w[((chunk - base) >> 3) + 1]``
 (of the block at ``mem``, ``w[((mem - base) >> 3) - 1]``) and the ``prev_size``
 word before it ``w[(chunk - base) >> 3]``.  ``head_flags`` is the arena's
@@ -105,7 +105,10 @@ class Arena:
         heap_table: HeapTable[Arena],
         slab_table: SlabTable,
         main_region: Region | None = None,
+        request: int = 0,
     ) -> None:
+        """``request``: the size of the request that made a non-main arena (glibc's
+        ``_int_new_arena(size)``); the default policy's first heap ignores it."""
         self.lock = threading.Lock()
         self.index = index
         self.is_main = index == 0
@@ -133,19 +136,24 @@ class Arena:
             heap = Heap(self, region, budget, aligned=False)
             heap_table.main = heap
         else:
-            new = Heap.new_aligned(
-                self, HEAP_INFO_SIZE + MINSIZE + mp.top_pad, mp.heap_max_size, budget, None
-            )
-            if new is None:
-                raise OutOfMemory("cannot create the first heap of a new arena")
-            heap = new
+            heap = self.first_heap(request)
             heap_table.add(heap)
-            self._account(heap.size)
+            self.account(heap.size)
         self.heaps.append(heap)
         self.heap = heap
         self.top = heap.start
         if heap.size:
-            self._set_top(heap.start)
+            self.set_top(heap.start)
+
+    def first_heap(self, request: int) -> Heap[Arena]:
+        """A non-main arena's first heap, with room for its top chunk and top_pad."""
+        mp = self.mp
+        heap = Heap.new_aligned(
+            self, HEAP_INFO_SIZE + MINSIZE + mp.top_pad, mp.heap_max_size, self.budget, None
+        )
+        if heap is None:
+            raise OutOfMemory("cannot create the first heap of a new arena")
+        return heap
 
     # ================================================================ helpers
     def heap_of(self, chunk: int) -> Heap[Arena]:
@@ -154,12 +162,12 @@ class Arena:
             return self.heap
         return self.heap_table.heaps[chunk & self.heap_table.mask]
 
-    def _account(self, diff: int) -> None:
+    def account(self, diff: int) -> None:
         self.system_mem += diff
         if self.system_mem > self.max_system_mem:
             self.max_system_mem = self.system_mem
 
-    def _set_top(self, top: int) -> None:
+    def set_top(self, top: int) -> None:
         heap = self.heap
         self.top = top
         size = heap.base + heap.size - top
@@ -183,7 +191,7 @@ class Arena:
             in_use_chunks=len(self.in_use),
         )
 
-    def _hand_out(self, heap: Heap[Arena], chunk: int, size: int) -> int:
+    def hand_out(self, heap: Heap[Arena], chunk: int, size: int) -> int:
         """Record ``chunk`` as in use, mark it so in its successor, return the user address."""
         w = heap.words
         j = ((chunk + size - heap.base) >> 3) + 1
@@ -193,14 +201,14 @@ class Arena:
         self.inuse_bytes += size
         return mem
 
-    def _carve(self, heap: Heap[Arena], chunk: int, size: int, nb: int) -> int:
+    def carve(self, heap: Heap[Arena], chunk: int, size: int, nb: int) -> int:
         """Serve ``nb`` bytes from the free chunk ``chunk`` (already unlinked) of ``size``.
 
         The remainder, if it can stand as a chunk, goes back to the unsorted bin.
         """
         rem = size - nb
         if rem < MINSIZE:
-            return self._hand_out(heap, chunk, size)
+            return self.hand_out(heap, chunk, size)
         w = heap.words
         base = heap.base
         nm = self.nm
@@ -253,16 +261,16 @@ class Arena:
         if nb < MIN_LARGE_SIZE:
             chunk = bins.take_small(nb)
             if chunk:
-                return self._hand_out(self.heap_of(chunk), chunk, nb)
+                return self.hand_out(self.heap_of(chunk), chunk, nb)
 
         if bins.unsorted:
             chunk, size = bins.sort_unsorted(nb, self.last_remainder)
             if chunk:  # an exact fit, or the last remainder to carve again
-                return self._carve(self.heap_of(chunk), chunk, size, nb)
+                return self.carve(self.heap_of(chunk), chunk, size, nb)
 
         chunk, size = bins.take_best_fit(nb)
         if chunk:
-            return self._carve(self.heap_of(chunk), chunk, size, nb)
+            return self.carve(self.heap_of(chunk), chunk, size, nb)
         return 0
 
     # ============================================================== sysmalloc
@@ -277,14 +285,14 @@ class Arena:
             for want in (short + self.mp.top_pad, short):
                 diff = min(page_align(want), room)
                 if diff >= short and heap.grow(diff):
-                    self._account(diff)
-                    self._set_top(self.top)
+                    self.account(diff)
+                    self.set_top(self.top)
                     return True
             return False
         diff = page_align(short)
         if heap.grow(diff):
-            self._account(diff)
-            self._set_top(self.top)
+            self.account(diff)
+            self.set_top(self.top)
             return True
         new = Heap.new_aligned(
             self,
@@ -300,11 +308,11 @@ class Arena:
             if new is None:
                 return False
         self.heap_table.add(new)
-        self._account(new.size)
+        self.account(new.size)
         old_top, old_size = self.top, self.top_size()
         self.heaps.append(new)
         self.heap = new
-        self._set_top(new.start)
+        self.set_top(new.start)
         self._retire_heap(heap, old_top, old_size)
         return True
 
@@ -363,10 +371,10 @@ class Arena:
                 f" expected size {size} (arena {self.index}); was it overrun from below?"
             )
         if mem - CHUNK_HDR_SZ + size != self.top or heap is not self.heap:
-            self._check_next(heap, mem, size)
+            self.check_next(heap, mem, size)
         return size
 
-    def _check_next(self, heap: Heap[Arena], mem: int, size: int) -> None:
+    def check_next(self, heap: Heap[Arena], mem: int, size: int) -> None:
         """Check the header after the block at ``mem`` (not the top): it must mark it in use."""
         nxt = mem - CHUNK_HDR_SZ + size
         end = heap.base + heap.size
@@ -416,7 +424,7 @@ class Arena:
                 self._maybe_trim()  # (which decides whether to trim, and how)
             return
         if chunk + size != self.top or heap is not self.heap:
-            self._check_next(heap, mem, size)
+            self.check_next(heap, mem, size)
         self._free_chunk(heap, chunk, size)
         del in_use[mem]
         self.inuse_bytes -= size
@@ -490,7 +498,7 @@ class Arena:
             return 0
         heap.shrink(extra)
         self.system_mem -= extra
-        self._set_top(self.top)
+        self.set_top(self.top)
         return extra
 
     def heap_trim(self) -> int:
@@ -516,7 +524,7 @@ class Arena:
             heap.release()
             prev.fence = 0
             self.heap = prev
-            self._set_top(new_top)
+            self.set_top(new_top)
             heap = prev
         if self.top_size() >= self.mp.trim_threshold:
             released += self.trim_top(self.mp.top_pad)
@@ -577,7 +585,7 @@ class Arena:
             if nxt == self.top and heap is self.heap:
                 if old + self.top_size() >= nb + MINSIZE:
                     heap.set_head_size(chunk, nb)
-                    self._set_top(chunk + nb)
+                    self.set_top(chunk + nb)
                     self.in_use[mem] = nb
                     self.inuse_bytes += nb - old
                     return mem
@@ -682,7 +690,7 @@ class Arena:
             want = min(want, (self.top_size() - MINSIZE) // length)
             if want > 0:
                 chunk = self.top
-                self._set_top(chunk + want * length)
+                self.set_top(chunk + want * length)
                 self._carve_slabs(self.heap, chunk, want * length, length, want, out)
         return out
 

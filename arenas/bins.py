@@ -25,7 +25,16 @@ from itertools import islice
 
 from .chunk import MINSIZE
 
-__all__ = ["NBINS", "UNSORTED", "Bins", "bin_index", "largebin_index"]
+__all__ = [
+    "NBINS",
+    "NFASTBINS",
+    "UNSORTED",
+    "Bins",
+    "GlibcBins",
+    "bin_index",
+    "fastbin_index",
+    "largebin_index",
+]
 
 NBINS = 128
 UNSORTED = 1
@@ -33,6 +42,13 @@ NSMALLBINS = 64
 MIN_LARGE_SIZE = NSMALLBINS * 16  # 1024: the first size kept in a large bin
 # glibc gives up sorting the unsorted bin after this many chunks per call.
 MAX_ITERS = 10000
+# glibc's fastbins: chunk sizes 32 .. 176, one bin per 16 bytes (only those up to
+# the policy's mxfast are used; 128 by default).
+NFASTBINS = 10
+
+
+def fastbin_index(size: int) -> int:
+    return (size >> 4) - 2
 
 
 def _largebin_index(size: int) -> int:
@@ -262,6 +278,168 @@ class Bins:
             if bool(lst) != bool(self.binmap >> idx & 1):
                 return f"binmap bit {idx} disagrees with its bin"
         if seen.keys() != self.free.keys():
+            return "a free chunk is in no bin"
+        if sum(self.free.values()) != self.free_bytes:
+            return "free byte count disagrees with the bins"
+        return None
+
+
+class GlibcBins(Bins):
+    """The bins as glibc 2.36 orders them, for the glibc policy (:mod:`arenas.ptmalloc`).
+
+    Everything :class:`Bins` keeps, with two differences that decide *which*
+    chunk a request gets, and so every offset:
+
+    * ``fast``      per fastbin, chunk addresses, LIFO (the list's end is the bin's
+                    head).  Fastbin chunks stay *in use* as far as coalescing is
+                    concerned (their successor's ``PREV_INUSE`` stays set), so they
+                    are not in ``free``; ``fast_sizes`` maps each one to its size.
+    * large bins    glibc's skip list, as ``sizes[i]`` (the distinct sizes in large
+                    bin ``i``, ascending) and ``groups[i]`` (size -> its chunks in
+                    glibc's ``fd`` order).  A new size starts a group; a chunk of a
+                    size already there goes *second* in its group ("always insert in
+                    the second position", so the skip list's head never changes).
+                    The bin's ``fd`` order runs from the largest group to the
+                    smallest, so ``last(bin)`` is the smallest group's last chunk.
+
+    ``Bins.large`` stays empty here.  The unsorted bin and the small bins are
+    :class:`Bins`' own: a chunk is added at the head (appended to the dict) and
+    taken from the tail (the dict's first), as glibc does.
+
+    Locking: the arena's lock, as for :class:`Bins`.
+    """
+
+    __slots__ = ("fast", "fast_sizes", "groups", "sizes")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fast: list[list[int]] = [[] for _ in range(NFASTBINS)]
+        self.fast_sizes: dict[int, int] = {}
+        self.sizes: list[list[int]] = [[] for _ in range(NBINS - NSMALLBINS)]
+        self.groups: list[dict[int, list[int]]] = [{} for _ in range(NBINS - NSMALLBINS)]
+
+    # ------------------------------------------------------------------ fastbins
+    def push_fast(self, chunk: int, size: int) -> None:
+        self.fast[fastbin_index(size)].append(chunk)
+        self.fast_sizes[chunk] = size
+
+    def pop_fast(self, idx: int) -> int:
+        """The head of fastbin ``idx`` (which must not be empty), taken out."""
+        chunk = self.fast[idx].pop()
+        del self.fast_sizes[chunk]
+        return chunk
+
+    # ------------------------------------------------------------------ sorted bins
+    def place(self, chunk: int, size: int) -> None:
+        """Put a free chunk into its small or large bin, where glibc's unsorted pass would."""
+        self.free[chunk] = size
+        self.free_bytes += size
+        if size < MIN_LARGE_SIZE:
+            idx = size >> 4
+            self.small[idx][chunk] = None
+        else:
+            idx = largebin_index(size)
+            off = idx - NSMALLBINS
+            group = self.groups[off].get(size)
+            if group is None:
+                insort(self.sizes[off], size)
+                self.groups[off][size] = [chunk]
+            else:
+                group.insert(1, chunk)
+        self.binmap |= 1 << idx
+
+    def _unlink_sorted(self, chunk: int, size: int, idx: int) -> None:
+        if idx < NSMALLBINS:
+            super()._unlink_sorted(chunk, size, idx)
+            return
+        off = idx - NSMALLBINS
+        group = self.groups[off][size]
+        group.remove(chunk)  # (the next chunk of its size becomes the group's head)
+        if not group:
+            del self.groups[off][size]
+            sizes = self.sizes[off]
+            del sizes[bisect_left(sizes, size)]
+            if not sizes:
+                self.binmap &= ~(1 << idx)
+
+    def take_large(self, nb: int) -> tuple[int, int]:
+        """glibc's search of a large request's own bin: the smallest size that fits, and of
+        that size the second chunk when there are several.  ``(chunk, size)``, unlinked,
+        or (0, 0)."""
+        idx = largebin_index(nb)
+        off = idx - NSMALLBINS
+        sizes = self.sizes[off]
+        pos = bisect_left(sizes, nb)
+        if pos == len(sizes):
+            return 0, 0
+        size = sizes[pos]
+        group = self.groups[off][size]
+        chunk = group[1] if len(group) > 1 else group[0]
+        self.unlink(chunk)
+        return chunk, size
+
+    def take_next_bin(self, idx: int) -> tuple[int, int]:
+        """glibc's binmap scan: ``last(bin)`` of the first non-empty bin after ``idx``,
+        unlinked: ``(chunk, size)``, or (0, 0) when every later bin is empty."""
+        rest = self.binmap >> (idx + 1)
+        if not rest:
+            return 0, 0
+        idx += (rest & -rest).bit_length()
+        if idx < NSMALLBINS:
+            chunk = next(iter(self.small[idx]))
+        else:
+            off = idx - NSMALLBINS
+            chunk = self.groups[off][self.sizes[off][0]][-1]
+        return chunk, self.unlink(chunk)
+
+    # ------------------------------------------------------------------ views
+    def large_in_order(self, idx: int) -> list[tuple[int, int]]:
+        """Large bin ``idx`` in glibc's ``fd`` order: ``[(size, chunk), ...]``."""
+        off = idx - NSMALLBINS
+        return [
+            (size, chunk) for size in reversed(self.sizes[off]) for chunk in self.groups[off][size]
+        ]
+
+    def nonempty(self) -> Iterator[tuple[int, list[tuple[int, int]]]]:
+        free = self.free
+        if self.unsorted:
+            yield UNSORTED, [(free[chunk], chunk) for chunk in self.unsorted]
+        for idx, small in enumerate(self.small):
+            if small:
+                yield idx, [(idx << 4, chunk) for chunk in small]
+        for off, sizes in enumerate(self.sizes):
+            if sizes:
+                yield off + NSMALLBINS, self.large_in_order(off + NSMALLBINS)
+
+    # ------------------------------------------------------------------ check
+    def validate(self) -> str | None:
+        for idx, fast in enumerate(self.fast):
+            for chunk in fast:
+                if fastbin_index(self.fast_sizes.get(chunk, 0)) != idx:
+                    return f"chunk {chunk:#x} in fastbin {idx} has the wrong size"
+                if chunk in self.free:
+                    return f"chunk {chunk:#x} is both in a fastbin and free"
+        if sum(map(len, self.fast)) != len(self.fast_sizes):
+            return "a fastbin chunk is listed twice, or in no fastbin"
+        seen: set[int] = set(self.unsorted)
+        for idx, small in enumerate(self.small):
+            for chunk in small:
+                if chunk in seen or self.free.get(chunk) != idx << 4:
+                    return f"chunk {chunk:#x} in small bin {idx} is in two bins or the wrong size"
+                seen.add(chunk)
+            if bool(small) != bool(self.binmap >> idx & 1):
+                return f"binmap bit {idx} disagrees with its bin"
+        for off, sizes in enumerate(self.sizes):
+            idx = off + NSMALLBINS
+            if sizes != sorted(set(sizes)) or set(sizes) != set(self.groups[off]):
+                return f"large bin {idx}'s sizes disagree with its groups"
+            for size, chunk in self.large_in_order(idx):
+                if chunk in seen or self.free.get(chunk) != size or largebin_index(size) != idx:
+                    return f"chunk {chunk:#x} in large bin {idx} is in two bins or the wrong size"
+                seen.add(chunk)
+            if bool(sizes) != bool(self.binmap >> idx & 1):
+                return f"binmap bit {idx} disagrees with its bin"
+        if seen != self.free.keys():
             return "a free chunk is in no bin"
         if sum(self.free.values()) != self.free_bytes:
             return "free byte count disagrees with the bins"

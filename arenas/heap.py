@@ -95,6 +95,7 @@ class Heap(Generic[OwnerT]):
         *,
         aligned: bool,
         prev: Heap[OwnerT] | None = None,
+        header: int = HEAP_INFO_SIZE,
     ) -> None:
         self.arena = arena
         self.region = region
@@ -103,7 +104,9 @@ class Heap(Generic[OwnerT]):
         self.max_size = region.size
         self.words = region.words
         self.prev = prev
-        self.start = self.base + (HEAP_INFO_SIZE if aligned else 0)
+        # Where the first chunk starts: after heap_info (and, for the glibc
+        # policy, after the arena's malloc_state in its first heap).
+        self.start = self.base + (header if aligned else 0)
         self.size = 0
         # Address of the fencepost chunk once this heap is no longer the
         # arena's current heap; 0 while it is.
@@ -188,6 +191,7 @@ class Heap(Generic[OwnerT]):
         heap_max_size: int,
         budget: SystemBudget,
         prev: Heap[OwnerT] | None,
+        header: int = HEAP_INFO_SIZE,
     ) -> Heap[OwnerT] | None:
         """glibc's ``new_heap``: reserve an aligned heap and make ``min_size`` bytes usable."""
         size = page_align(min_size)
@@ -199,7 +203,7 @@ class Heap(Generic[OwnerT]):
             budget.give(size)
             return None
         budget.mapped()
-        heap = cls(arena, region, budget, aligned=True, prev=prev)
+        heap = cls(arena, region, budget, aligned=True, prev=prev, header=header)
         heap.size = size
         heap._record_size()
         return heap

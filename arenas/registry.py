@@ -45,15 +45,22 @@ class ArenaRegistry:
     """The ring of arenas of one allocator, and its free list."""
 
     def __init__(
-        self, make_arena: Callable[[int], Arena], arena_max: int, prefer_main: bool = False
+        self,
+        make_arena: Callable[[int, int], Arena],
+        arena_max: int,
+        prefer_main: bool = False,
+        glibc_order: bool = False,
     ) -> None:
         self.rwlock = rwlock.RWLockWrite()
+        # The glibc policy's orders: the ring runs main, newest, ..., oldest (glibc
+        # links a new arena right after the main one), and the free list is a stack.
+        self.glibc_order = glibc_order
         # With a fixed buffer the main arena owns the buffer: every thread starts
         # there, and other arenas only take the overflow (balloc's USE_MALLOC).
         self.prefer_main = prefer_main
         self._make_arena = make_arena
         self.arena_max = arena_max
-        main = make_arena(0)
+        main = make_arena(0, 0)
         self.arenas: list[Arena] = [main]
         # The main arena starts free: the first thread to allocate takes it,
         # as glibc's main thread does.
@@ -87,10 +94,14 @@ class ArenaRegistry:
             lock.release()
 
     # ------------------------------------------------------------ choose
-    def arena_get2(self, avoid: Arena | None = None, replaced: Arena | None = None) -> Arena:
+    def arena_get2(
+        self, avoid: Arena | None = None, replaced: Arena | None = None, request: int = 0
+    ) -> Arena:
         """Attach the calling thread to an arena (not ``avoid``) and return it.
 
         ``replaced`` is the arena the thread used until now; it is detached.
+        ``request`` is the size of the request that asks (a new arena's first
+        heap makes room for it).
         """
         with self.writing():
             main = self.arenas[0]
@@ -98,13 +109,13 @@ class ArenaRegistry:
                 if main in self.free_list:
                     self.free_list.remove(main)
                 return self._attach(main, replaced)
-            for arena in self.free_list:
+            for arena in reversed(self.free_list) if self.glibc_order else self.free_list:
                 if arena is not avoid:
                     self.free_list.remove(arena)
                     return self._attach(arena, replaced)
             if len(self.arenas) < self.arena_max:
                 try:
-                    arena = self._make_arena(len(self.arenas))
+                    arena = self._make_arena(len(self.arenas), request)
                 except OutOfMemory:
                     pass  # no memory for a new arena's heap: share one (as glibc does)
                 else:
@@ -115,7 +126,7 @@ class ArenaRegistry:
 
     def reused_arena(self, avoid: Arena | None, replaced: Arena | None) -> Arena:
         """Share an existing arena: the first uncontended one from a rotating start."""
-        ring = self.arenas
+        ring = self.ring()
         n = len(ring)
         start = self.next_to_reuse % n
         chosen: Arena | None = None
@@ -131,10 +142,16 @@ class ArenaRegistry:
             # All busy: take the next one in turn and let the caller wait on it.
             chosen = ring[start] if ring[start] is not avoid or n == 1 else ring[(start + 1) % n]
         with self.writing():
-            self.next_to_reuse = (chosen.index + 1) % n
+            self.next_to_reuse = (ring.index(chosen) + 1) % n
             if chosen in self.free_list:
                 self.free_list.remove(chosen)
             return self._attach(chosen, replaced)
+
+    def ring(self) -> list[Arena]:
+        """The arenas in the order reused_arena walks them."""
+        if self.glibc_order:
+            return [self.arenas[0], *reversed(self.arenas[1:])]
+        return self.arenas
 
     def _attach(self, arena: Arena, replaced: Arena | None) -> Arena:
         arena.attached_threads += 1

@@ -20,6 +20,7 @@ from typing import Any
 
 __all__ = [
     "MALLOPT_PARAMS",
+    "POLICIES",
     "TUNABLES",
     "Params",
     "Tunable",
@@ -34,6 +35,19 @@ GiB = 1024 * MiB
 
 # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit: the dynamic threshold stops here.
 DEFAULT_MMAP_THRESHOLD_MAX = 32 * MiB
+
+
+#: The policies an allocator can follow: ``default`` (slabs and the thread cache
+#: in front of the chunk path) and ``glibc`` (ptmalloc2 as glibc 2.36 decides,
+#: see :mod:`arenas.ptmalloc`).  Each maps the tunables whose default it changes.
+POLICIES: dict[str, dict[str, int]] = {
+    "default": {},
+    "glibc": {"tcache_count": 7, "tcache_max_bytes": 1032, "top_pad": 128 * KiB},
+}
+# glibc's MAX_TCACHE_SIZE: tcache_max_bytes beyond it is refused.
+GLIBC_TCACHE_MAX = 1032
+# glibc's MAX_FAST_SIZE: the largest M_MXFAST.
+MAX_FAST_SIZE = 160
 
 
 def _power_of_two(v: int) -> bool:
@@ -144,6 +158,14 @@ TUNABLES: dict[str, Tunable] = {
             " not cached (glibc's tcache_max, per class)",
         ),
         Tunable(
+            "mxfast",
+            lambda: 128,
+            0,
+            MAX_FAST_SIZE,
+            "glibc policy only: requests up to this many bytes are freed into fastbins"
+            " (M_MXFAST; 0: no fastbins)",
+        ),
+        Tunable(
             "max_heap_bytes",
             lambda: 0,
             0,
@@ -166,8 +188,11 @@ class Params:
         "max_heap_bytes",
         "mmap_max",
         "mmap_threshold",
+        "mxfast",
         "no_dyn_threshold",
         "perturb",
+        "policy",
+        "tcache_bins",
         "tcache_count",
         "tcache_max_bytes",
         "top_pad",
@@ -187,11 +212,17 @@ class Params:
     max_heap_bytes: int
     tcache_count: int
     tcache_max_bytes: int
+    mxfast: int
     no_dyn_threshold: bool
+    policy: str
+    tcache_bins: int
 
-    def __init__(self, values: Mapping[str, int]) -> None:
+    def __init__(self, values: Mapping[str, int], policy: str = "default") -> None:
+        self.policy = policy
+        defaults = POLICIES[policy]
         for name, tunable in TUNABLES.items():
-            setattr(self, name, values.get(name, tunable.default()))
+            setattr(self, name, values.get(name, defaults.get(name, tunable.default())))
+        self._set_tcache_bins()
         # glibc stops adjusting the mmap threshold once the user has set it.
         self.no_dyn_threshold = "mmap_threshold" in values or "trim_threshold" in values
         self.arena_max_set = "arena_max" in values
@@ -199,10 +230,17 @@ class Params:
     def set(self, name: str, value: int) -> None:
         """``mallopt``: one validated value, with glibc's side effects."""
         setattr(self, name, value)
+        self._set_tcache_bins()
         if name in ("mmap_threshold", "trim_threshold"):
             self.no_dyn_threshold = True
         elif name == "arena_max":
             self.arena_max_set = True
+
+    def _set_tcache_bins(self) -> None:
+        # glibc's mp_.tcache_bins: the tcache bins in use, up to tcache_max_bytes's own.
+        # (chunk size of a tcache_max_bytes request, as a tcache index, plus one)
+        nb = max(32, (self.tcache_max_bytes + 8 + 15) & ~15)
+        self.tcache_bins = (nb - 32 + 15) // 16 + 1
 
     def mapping_freed(self, size: int) -> None:
         """glibc's dynamic threshold: a freed mapping of ``size`` bytes raises the bar
@@ -222,8 +260,15 @@ class Params:
         return {name: getattr(self, name) for name in TUNABLES}
 
 
-def validate(values: Mapping[str, object]) -> dict[str, int]:
-    """Check every name and value; return them as ints or raise ``ValueError``/``TypeError``."""
+def validate(values: Mapping[str, object], policy: str | None = None) -> dict[str, int]:
+    """Check every name and value; return them as ints or raise ``ValueError``/``TypeError``.
+
+    With a ``policy``, also what that policy cannot take: fastbins' ``mxfast``
+    under the default policy (it has none), a ``tcache_max_bytes`` beyond
+    glibc's largest tcache bin under the glibc policy.
+    """
+    if policy is not None and policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r}; known policies: {', '.join(POLICIES)}")
     out: dict[str, int] = {}
     for name, value in values.items():
         tunable = TUNABLES.get(name)
@@ -239,6 +284,15 @@ def validate(values: Mapping[str, object]) -> dict[str, int]:
                 f" valid values are {tunable.describe_range()}"
             )
         out[name] = value
+    if policy == "default" and "mxfast" in out:
+        raise ValueError(
+            "tunable mxfast applies to policy='glibc' only: the default policy has no fastbins"
+        )
+    if policy == "glibc" and out.get("tcache_max_bytes", 0) > GLIBC_TCACHE_MAX:
+        raise ValueError(
+            f"tunable tcache_max_bytes={out['tcache_max_bytes']} is out of range for"
+            f" policy='glibc': glibc's tcache serves requests up to {GLIBC_TCACHE_MAX} bytes"
+        )
     return out
 
 
@@ -272,6 +326,7 @@ M_ARENA_TEST = -7
 M_ARENA_MAX = -8
 
 MALLOPT_PARAMS: dict[int, str] = {
+    M_MXFAST: "mxfast",
     M_TRIM_THRESHOLD: "trim_threshold",
     M_TOP_PAD: "top_pad",
     M_MMAP_THRESHOLD: "mmap_threshold",
@@ -285,13 +340,13 @@ MALLOPT_PARAMS: dict[int, str] = {
 FIXED_AT_CREATION = frozenset({"heap_max_size", "main_heap_size"})
 
 
-def mallopt_name(param: int | str) -> str:
+def mallopt_name(param: int | str, policy: str = "default") -> str:
     """The tunable a ``mallopt`` parameter names (an ``M_*`` number or a tunable name)."""
     if isinstance(param, str):
         if param not in TUNABLES:
             raise ValueError(f"unknown tunable {param!r}; known tunables: {', '.join(TUNABLES)}")
         name = param
-    elif param == M_MXFAST:
+    elif param == M_MXFAST and policy != "glibc":
         raise ValueError(
             "M_MXFAST does not apply: this allocator has no fastbins;"
             " the thread cache (tcache_count) plays their part"
