@@ -10,7 +10,8 @@ Commands (``python -m stress COMMAND --help`` for each):
   run        one workload on chosen allocators and thread counts
   record     record a program's malloc calls:  record -o FILE -- COMMAND...
   replay     replay a trace through an allocator (and glibc, for comparison)
-  native     replay a trace in C through glibc or a preloaded allocator
+  native     replay a trace in C through glibc or a preloaded allocator; with
+             --offsets OUT, where glibc put each block (heap and offset)
   synth      write a synthetic trace (e.g. a million events, to test the tools at scale)
   fastpath   the fast-path benchmark (arenas vs glibc via ctypes, per call)
   scaling    throughput at 1..16 threads, many arenas against one, GIL and free-threaded
@@ -38,7 +39,13 @@ from arenas.cliargs import needs, writable_dir, writable_file
 from . import binding, fastpath, instructions, scaling, slabmodel, where
 from .adapters import ADAPTERS
 from .metrics import RunResult
-from .native import NativeResult, NativeUnavailable, native_replay, preloadable
+from .native import (
+    NativeResult,
+    NativeUnavailable,
+    native_offsets,
+    native_replay,
+    preloadable,
+)
 from .record import RecordError, record
 from .report import (
     GLIBC_FOOTPRINT_NOTE,
@@ -281,6 +288,10 @@ def _native_line(result: NativeResult) -> str:
 def cmd_native(args: argparse.Namespace) -> int:
     known = ["glibc", *preloadable()]
     allocators = _csv(args.allocator, known, "allocator (installed here)")
+    if args.offsets:
+        if allocators != ["glibc"]:
+            raise UsageError("--offsets reads glibc's chunk headers: --allocator glibc only")
+        return _native_offsets(args)
     try:
         results = [native_replay(args.trace, name) for name in allocators]
     except NativeUnavailable as exc:
@@ -293,6 +304,27 @@ def cmd_native(args: argparse.Namespace) -> int:
     print(f"{Path(args.trace).name}: {first.events:,} events in {first.threads} threads")
     for result in results:
         print(_native_line(result))
+    return 0
+
+
+def _native_offsets(args: argparse.Namespace) -> int:
+    try:
+        found = native_offsets(args.trace)  # GLIBC_TUNABLES and MALLOC_* pass through
+    except NativeUnavailable as exc:
+        raise UsageError(str(exc)) from None
+    if args.offsets == "-":
+        print(found.text(), end="")
+        return 0
+    Path(args.offsets).write_text(found.text())
+    if args.json == "-":
+        result = found.result
+        print(json.dumps({**asdict(result), "fragmentation": result.fragmentation}))
+        return 0
+    print(
+        f"{Path(args.trace).name}: {found.result.events:,} events in {found.result.threads} threads"
+    )
+    print(_native_line(found.result))
+    print(f"where glibc put each of {len(found.placements):,} blocks: {args.offsets}")
     return 0
 
 
@@ -362,6 +394,13 @@ def parser() -> argparse.ArgumentParser:
         help="glibc, or any of jemalloc, tcmalloc, mimalloc installed here (a comma list)",
     )
     nat.add_argument("--json", choices=["-"], help="- for one JSON line per allocator")
+    nat.add_argument(
+        "--offsets",
+        metavar="OUT",
+        type=lambda text: text if text == "-" else writable_file(text),
+        help="write where glibc put each block returned (heap, offset; see stress/native.py)"
+        " to OUT, or - for stdout",
+    )
 
     syn = sub.add_parser("synth", help="write a synthetic trace")
     syn.add_argument("-o", "--output", required=True, type=writable_file)

@@ -38,6 +38,19 @@ What it does with the trace, in the order the format's owner,
 :func:`native_replay` runs it; :func:`preloadable` finds the allocators it
 can preload (jemalloc, tcmalloc, mimalloc).
 
+:func:`native_offsets` (``python -m stress native TRACE --offsets OUT``) runs
+a build of it (``-DOFFSETS``) that also records, for every event that
+returns a block, where glibc put it (a :class:`Placement`: which heap, the
+offset from the heap's start, the chunk's size, the program break), read
+from the chunk's header.  Two things differ in that build, so that the brk
+heap's offsets are glibc's answer for the trace alone: its own
+``malloc``/``calloc``/``realloc``/``free`` serve the calls made before the
+first event (``pthread_create``'s calloc of each thread's dtv, through
+ld.so) from a pool of their own and forward to glibc's after, and no thread
+exits before the last event (an exiting thread hands its arena and tcache
+back to glibc at a moment the trace does not say).  tests/fixtures/glibc
+keeps glibc 2.36's answers for a set of small traces.
+
 Locking: in the replayer, the per-thread semaphores pass one turn from event
 to event, so only the thread whose turn it is touches the shared tables and
 counters, and a block's entry is written before the post that lets its
@@ -65,8 +78,11 @@ from .cc import CompilerUnavailable, build
 __all__ = [
     "PRELOADS",
     "REPLAYER_C",
+    "NativeOffsets",
     "NativeResult",
     "NativeUnavailable",
+    "Placement",
+    "native_offsets",
     "native_replay",
     "preloadable",
     "replayer",
@@ -204,6 +220,136 @@ static void *table_memory(uint64_t bytes) {
     if (p == MAP_FAILED) { begin_error(0); put("out of memory for the replayer's tables"); die(1); }
     return p;
 }
+
+#ifdef OFFSETS
+/* ---------------------------------------------------------------- offsets
+   The build behind native_offsets: it also records where glibc put each block.
+   Offsets are taken from the brk heap's start, sbrk(0) before the first event,
+   so nothing but the trace may allocate before it: pthread_create callocs each
+   new thread's dtv from the main arena (through ld.so's malloc pointers, which
+   resolve to this executable's definitions).  Until the replay starts, these
+   four serve such calls from a pool of their own; from then on they forward
+   to glibc.  Not in the plain build, where they would also shadow an
+   LD_PRELOAD-ed allocator. */
+extern void *__libc_malloc(size_t);
+extern void *__libc_calloc(size_t, size_t);
+extern void *__libc_realloc(void *, size_t);
+extern void __libc_free(void *);
+
+#define OWN_POOL ((size_t)16 << 20) /* a dtv is about 300 bytes; 4096 threads fit */
+static unsigned char *own_pool;
+static size_t own_used;
+static uint64_t own_calls;
+static int replaying; /* set by the main thread before the first event's turn is posted */
+
+static int is_own(const void *p) {
+    const unsigned char *q = p;
+    return own_pool && q >= own_pool && q < own_pool + OWN_POOL;
+}
+
+static void *own_alloc(size_t n) { /* a 16-byte header keeps the size, for realloc */
+    if (!own_pool) {
+        void *m = mmap(NULL, OWN_POOL, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (m == MAP_FAILED) return NULL;
+        own_pool = m;
+    }
+    if (n > OWN_POOL) { errno = ENOMEM; return NULL; }
+    size_t need = ((n + 15) & ~(size_t)15) + 16;
+    size_t at = __atomic_fetch_add(&own_used, need, __ATOMIC_RELAXED);
+    if (at + need > OWN_POOL) { errno = ENOMEM; return NULL; }
+    __atomic_fetch_add(&own_calls, 1, __ATOMIC_RELAXED);
+    *(size_t *)(own_pool + at) = n;
+    return own_pool + at + 16; /* zeroed, as fresh mmap pages are: calloc needs no memset */
+}
+
+void *malloc(size_t n) { return replaying ? __libc_malloc(n) : own_alloc(n); }
+
+void *calloc(size_t n, size_t each) {
+    if (replaying) return __libc_calloc(n, each);
+    if (each && n > SIZE_MAX / each) { errno = ENOMEM; return NULL; }
+    return own_alloc(n * each);
+}
+
+void free(void *p) { if (!is_own(p)) __libc_free(p); }
+
+void *realloc(void *p, size_t n) {
+    if (!is_own(p)) return replaying || p ? __libc_realloc(p, n) : own_alloc(n);
+    size_t had = *(size_t *)((unsigned char *)p - 16);
+    void *q = malloc(n);
+    if (q) memcpy(q, p, had < n ? had : n);
+    return q;
+}
+
+/* glibc's HEAP_MAX_SIZE: a non-main arena's heaps are aligned to it */
+#define HEAP_SPAN ((uintptr_t)(sizeof(long) == 8 ? 64 : 1) << 20)
+#define MAX_HEAPS 65536
+static uintptr_t brk_base;
+static uintptr_t *heap_bases; /* non-main heaps, in order of first appearance */
+static uint32_t n_heaps;
+static char *placed;          /* the lines written at the end, one per block returned */
+static size_t placed_len, placed_cap;
+
+static void setup_offsets(uint64_t events) {
+    heap_bases = table_memory(MAX_HEAPS * sizeof *heap_bases);
+    placed_cap = (events ? events : 1) * 160; /* a line is at most about 130 bytes */
+    placed = mmap(NULL, placed_cap, PROT_READ | PROT_WRITE,
+                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (placed == MAP_FAILED) { begin_error(0); put("out of memory for the offsets"); die(1); }
+}
+
+/* "EVENT LINE TID OP HEAP OFFSET CHUNK BRK": HEAP is 0 for the brk heap, 1.. for
+   the non-main heaps, "mmap" for a chunk of its own (OFFSET then within its page);
+   CHUNK is the chunk's size field less its flag bits; BRK the break, from the base */
+static void note(uint64_t e) {
+    const struct event *ev = &events[e];
+    if (ev->alloc < 0 || !blocks[ev->alloc].p) return;
+    uintptr_t a = (uintptr_t)blocks[ev->alloc].p;
+    uint64_t size_field = ((const size_t *)a)[-1];
+    msg_len = 0;
+    put_u(e); put(" "); put_u(ev->line); put(" "); put_u(tids[ev->thread]); put(" ");
+    put_n(&"mcrfa"[ev->op], 1); put(" ");
+    if (size_field & 2) { /* IS_MMAPPED */
+        put("mmap "); put_hex(a & ((uintptr_t)sysconf(_SC_PAGESIZE) - 1));
+    } else if (size_field & 4) { /* NON_MAIN_ARENA */
+        uintptr_t base = a & ~(HEAP_SPAN - 1);
+        uint32_t h = 0;
+        while (h < n_heaps && heap_bases[h] != base) h++;
+        if (h == n_heaps) {
+            if (n_heaps == MAX_HEAPS) { begin_error(0); put("too many heaps"); die(1); }
+            heap_bases[n_heaps++] = base;
+        }
+        put_u(h + 1); put(" "); put_hex(a - base);
+    } else {
+        put("0 "); put_hex(a - brk_base);
+    }
+    put(" "); put_hex(size_field & ~(uint64_t)7);
+    put(" "); put_hex((uintptr_t)sbrk(0) - brk_base);
+    msg[msg_len++] = '\n';
+    if (placed_len + msg_len > placed_cap) { begin_error(0); put("offsets overflow"); die(1); }
+    memcpy(placed + placed_len, msg, msg_len);
+    placed_len += msg_len;
+    msg_len = 0;
+}
+
+/* No thread exits before the last event: an exiting thread frees its tcache into
+   its arena and puts the arena on glibc's free list for the next new thread, and
+   when that happens would race with the events that follow (a trace does not say
+   when its threads ended). */
+static sem_t all_done, let_go;
+
+static void after_event(uint64_t e) {
+    note(e);
+    if (e + 1 == n_events) sem_post(&all_done);
+}
+
+static void hold_until_the_end(void) {
+    while (sem_wait(&let_go) && errno == EINTR) {}
+}
+#define AFTER_EVENT(e) after_event(e)
+#else
+#define AFTER_EVENT(e) ((void)0)
+#endif
 
 static void read_input(void) {
     size_t cap = 1 << 20;
@@ -598,6 +744,7 @@ static void run_thread(uint32_t t) {
         if (previous == UINT64_MAX || previous + 1 != e) wait_turn(t);
         perform(&events[e]);
         measure(e);
+        AFTER_EVENT(e);
         if (e + 1 < n_events && events[e + 1].thread != t) sem_post(&turns[events[e + 1].thread]);
         previous = e;
     }
@@ -612,6 +759,9 @@ static void *thread_main(void *arg) {
     touch_stack();
     sem_post(&ready);
     run_thread((uint32_t)(uintptr_t)arg);
+#ifdef OFFSETS
+    hold_until_the_end();
+#endif
     return NULL;
 }
 
@@ -651,10 +801,21 @@ int main(int argc, char **argv) {
     touch_stack();
     if (use_heap_info) heap_baseline = heap_bytes();
     anon_baseline = anonymous_bytes();
+#ifdef OFFSETS
+    sem_init(&all_done, 0, 0);
+    sem_init(&let_go, 0, 0);
+    setup_offsets(n_events);
+    brk_base = (uintptr_t)sbrk(0);
+    replaying = 1; /* the semaphore post below publishes it to the other threads */
+#endif
     if (n_events) {
         sem_post(&turns[events[0].thread]);
         run_thread(main_thread);
     }
+#ifdef OFFSETS
+    if (n_events) while (sem_wait(&all_done) && errno == EINTR) {}
+    for (uint32_t t = 1; t < n_threads; t++) sem_post(&let_go);
+#endif
     for (uint32_t t = 0; t < n_threads; t++) if (t != main_thread) pthread_join(threads[t], NULL);
 
     /* VmHWM, not getrusage: ru_maxrss keeps the Python parent's size from before the exec */
@@ -682,6 +843,15 @@ int main(int argc, char **argv) {
     put(", \"peak_rss\": "); put_u(hwm);
     put(", \"ns_per_call\": "); put_tenths(tenths);
     put(", \"timer_overhead_ns\": "); put_tenths(overhead);
+#ifdef OFFSETS
+    put(", \"replayer_allocations\": "); put_u(own_calls);
+    for (const char *p = placed; placed_len;) { /* the offsets, before the summary */
+        ssize_t w = write(1, p, placed_len);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) break;
+        p += w; placed_len -= (size_t)w;
+    }
+#endif
     put("}");
     flush(1);
     return 0;
@@ -722,10 +892,16 @@ class NativeResult:
         return self.footprint_at_peak / self.peak_live if self.peak_live else 0.0
 
 
-def replayer() -> Path:
-    """The compiled replayer (built at the first call, then cached)."""
+def replayer(offsets: bool = False) -> Path:
+    """The compiled replayer (built at the first call, then cached).
+
+    With ``offsets``, the build that also records where each block went
+    (:func:`native_offsets`); a build of its own, since its malloc functions
+    would shadow an ``LD_PRELOAD``-ed allocator's.
+    """
+    name, flags = ("native-offsets", ["-DOFFSETS"]) if offsets else ("native-replayer", [])
     try:
-        return build(REPLAYER_C, "native-replayer", ["-O2", "-pthread"], [])
+        return build(REPLAYER_C, name, ["-O2", "-pthread", *flags], [])
     except CompilerUnavailable as exc:
         raise NativeUnavailable(str(exc)) from None
 
@@ -780,8 +956,7 @@ def native_replay(
     :class:`NativeUnavailable` if it cannot be built; ``RuntimeError`` if
     the allocator failed (out of memory, or a block whose stamp changed).
     """
-    environment = {**os.environ, **(env or {})}
-    environment.pop("LD_PRELOAD", None)
+    environment = _environment(env, inherit_malloc_env=True)
     if allocator != "glibc":
         libraries = preloadable()
         if allocator not in libraries:
@@ -804,3 +979,125 @@ def native_replay(
     data = json.loads(proc.stdout)
     del data["heap_baseline"], data["timer_overhead_ns"]
     return NativeResult(allocator=allocator, **data)
+
+
+def _environment(env: Mapping[str, str] | None, inherit_malloc_env: bool) -> dict[str, str]:
+    """The replayer's environment: this process's, less ``LD_PRELOAD`` (and, unless
+    ``inherit_malloc_env``, less glibc's malloc settings), plus ``env``."""
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if name != "LD_PRELOAD" and (inherit_malloc_env or not _is_malloc_setting(name))
+    }
+    environment.update(env or {})
+    return environment
+
+
+def _is_malloc_setting(name: str) -> bool:
+    # GLIBC_TUNABLES, and the older variables glibc still reads as aliases of
+    # its malloc tunables (MALLOC_ARENA_MAX, MALLOC_TOP_PAD_, ...); LIBC_FATAL_STDERR_
+    # is not one of them, and MALLOC_CHECK_ needs libc_malloc_debug.so preloaded anyway.
+    return name == "GLIBC_TUNABLES" or name.startswith("MALLOC_")
+
+
+#: :attr:`Placement.heap` of a block glibc mmapped on its own.
+MMAPPED = "mmap"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where glibc put the block one event of a trace returned.
+
+    ``heap`` is 0 for the main arena's brk heap, whose ``offset`` is from
+    the program break before the first event (``sbrk(0)``); 1, 2, ... for the
+    heaps of the other arenas, numbered in the order blocks first appear in
+    them, each ``offset`` from the heap's start (the block's address rounded
+    down to glibc's 64 MiB heap size); or :data:`MMAPPED` for a chunk glibc
+    mmapped on its own, whose ``offset`` is within its page.  Offsets are
+    those of the block (what malloc returned), not of its chunk header.
+    """
+
+    event: int  # the event's index among the trace's events (arenas.trace.Event.seq)
+    line: int  # its line in the trace file (1-based)
+    tid: int  # the traced thread that made the call
+    op: str  # m, c, r or a
+    heap: int | str  # 0 the brk heap, 1.. a non-main arena's heap, or MMAPPED
+    offset: int
+    chunk: int  # the chunk's size, as its header says, less the flag bits
+    brk: int  # the program break after the event, from the same base as heap 0
+
+    def text(self) -> str:
+        """The line the replayer wrote for it (see :data:`OFFSETS_HEADER`)."""
+        return (
+            f"{self.event} {self.line} {self.tid} {self.op} {self.heap}"
+            f" {self.offset:#x} {self.chunk:#x} {self.brk:#x}"
+        )
+
+    @classmethod
+    def parse(cls, text: str) -> Placement:
+        event, line, tid, op, heap, offset, chunk, brk = text.split()
+        return cls(
+            int(event),
+            int(line),
+            int(tid),
+            op,
+            heap if heap == MMAPPED else int(heap),
+            int(offset, 16),
+            int(chunk, 16),
+            int(brk, 16),
+        )
+
+
+#: The first line of an offsets file: the fields of each :meth:`Placement.text` line.
+OFFSETS_HEADER = "# event line tid op heap offset chunk brk"
+
+
+@dataclass(frozen=True)
+class NativeOffsets:
+    """A native replay through glibc, with where each block went."""
+
+    result: NativeResult
+    placements: list[Placement]
+    replayer_allocations: int  # calls the replayer made itself, kept out of glibc's heap
+
+    def text(self) -> str:
+        """The offsets file: :data:`OFFSETS_HEADER`, then one line per placement."""
+        return "".join(
+            f"{line}\n" for line in [OFFSETS_HEADER, *map(Placement.text, self.placements)]
+        )
+
+
+def native_offsets(
+    path: str | Path, env: Mapping[str, str] | None = None, inherit_malloc_env: bool = True
+) -> NativeOffsets:
+    """Replay the trace at ``path`` natively through glibc, recording where
+    glibc put every block an event returned (a :class:`Placement` each).
+
+    The replay is :func:`native_replay`'s, paced, by a build of the replayer
+    that keeps its own allocations (a thread's dtv, which ``pthread_create``
+    callocs) out of glibc's heap, so that the brk heap holds the trace's
+    blocks and nothing else: a first block of 24 bytes lands at offset
+    0x2a0, after the thread's 0x290-byte tcache chunk.  ``env`` adds to the
+    environment (``GLIBC_TUNABLES=glibc.malloc.arena_max=2``, say); without
+    ``inherit_malloc_env`` this process's own malloc settings
+    (``GLIBC_TUNABLES``, ``MALLOC_*``) are not passed on, so that only
+    ``env`` decides.  Raises as :func:`native_replay` does.
+    """
+    proc = subprocess.run(
+        [str(replayer(offsets=True)), str(path), "heap"],
+        input=_trace_bytes(path),
+        capture_output=True,
+        env=_environment(env, inherit_malloc_env),
+    )
+    message = proc.stderr.decode(errors="replace").strip()
+    if proc.returncode == 2:
+        raise TraceError(message)
+    if proc.returncode:
+        raise RuntimeError(f"the native replay through glibc failed: {message}")
+    *lines, summary = proc.stdout.decode().splitlines()
+    data = json.loads(summary)
+    own = data.pop("replayer_allocations")
+    del data["heap_baseline"], data["timer_overhead_ns"]
+    return NativeOffsets(
+        NativeResult(allocator="glibc", **data), [*map(Placement.parse, lines)], own
+    )

@@ -15,7 +15,16 @@ import pytest
 from helpers import run_module
 
 from arenas.trace import TraceError, parse
-from stress.native import NativeUnavailable, native_replay, preloadable, replayer
+from stress.native import (
+    MMAPPED,
+    OFFSETS_HEADER,
+    NativeUnavailable,
+    Placement,
+    native_offsets,
+    native_replay,
+    preloadable,
+    replayer,
+)
 from stress.report import TraceRow, trace_table
 
 pytestmark = pytest.mark.skipif(
@@ -225,3 +234,49 @@ def test_preloaded_allocators(tmp_path: Path, allocator: str) -> None:
     assert result.footprint_at_peak >= result.peak_live  # every byte was written
     threaded = native_replay(write(tmp_path, "three.trace", THREE_THREADS), allocator)
     assert (threaded.threads, threaded.peak_live) == (3, 7500)
+
+
+def test_offsets_replay_the_trace_and_keep_the_replayers_own_calls_out(tmp_path: Path) -> None:
+    trace = write(tmp_path, "three.trace", THREE_THREADS)
+    found = native_offsets(trace)
+    plain = native_replay(trace)
+    assert (found.result.events, found.result.threads, found.result.peak_live) == (8, 3, 7500)
+    assert found.result.calls == plain.calls
+    # pthread_create's calloc of each new thread's dtv, served by the replayer itself
+    assert found.replayer_allocations == 2
+    placed = [(p.event, p.line, p.tid, p.op) for p in found.placements]
+    assert placed == [(0, 1, 0, "m"), (1, 2, 1, "m"), (3, 4, 1, "m"), (4, 5, 2, "m")]
+    assert [p.heap for p in found.placements] == [0, 1, 1, 2]  # an arena per thread
+    assert all(p.offset % 16 == 0 and p.chunk >= 32 for p in found.placements)
+    assert found.text().splitlines() == [OFFSETS_HEADER, *(p.text() for p in found.placements)]
+    assert [Placement.parse(p.text()) for p in found.placements] == found.placements
+
+
+def test_offsets_take_malloc_settings_from_env_or_the_caller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trace = write(tmp_path, "three.trace", THREE_THREADS)
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=1")
+    assert {p.heap for p in native_offsets(trace).placements} == {0}  # one arena for all
+    assert {p.heap for p in native_offsets(trace, inherit_malloc_env=False).placements} == {0, 1, 2}
+    one = {"GLIBC_TUNABLES": "glibc.malloc.arena_max=1"}
+    assert {p.heap for p in native_offsets(trace, one, inherit_malloc_env=False).placements} == {0}
+    mapped = write(tmp_path, "big.trace", "0 m 24 0x1\n0 m 300000 0x2\n")
+    assert [p.heap for p in native_offsets(mapped).placements] == [0, MMAPPED]
+
+
+def test_offsets_through_the_command_line(tmp_path: Path) -> None:
+    trace = write(tmp_path, "three.trace", THREE_THREADS)
+    out = tmp_path / "offsets.txt"
+    proc = run_module("stress", "native", str(trace), "--offsets", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "glibc natively (paced, in C)" in proc.stdout and f"4 blocks: {out}" in proc.stdout
+    assert out.read_text().splitlines()[0] == OFFSETS_HEADER
+    assert len(out.read_text().splitlines()) == 5
+    listed = run_module("stress", "native", str(trace), "--offsets", "-")
+    assert listed.returncode == 0 and listed.stdout == out.read_text()
+    if "jemalloc" in preloadable():
+        proc = run_module(
+            "stress", "native", str(trace), "--offsets", "-", "--allocator", "jemalloc"
+        )
+        assert proc.returncode == 2 and "--allocator glibc only" in proc.stderr
