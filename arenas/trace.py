@@ -296,6 +296,7 @@ def drive(
     timeout: float = 30.0,
     progress: Callable[[int, int], None] | None = None,
     paced: bool = False,
+    linger: bool = False,
 ) -> list[Handle]:
     """Run ``plan`` with one thread per traced thread; return the handles left live.
 
@@ -307,7 +308,11 @@ def drive(
     thread made it.  With ``paced``, every event also waits for the event
     before it in the trace.  ``progress(done, total)``, if given, is called
     twice a second once the replay has run for two seconds.  A wait longer
-    than ``timeout`` seconds raises :class:`TraceError`.
+    than ``timeout`` seconds raises :class:`TraceError`.  With ``linger``, no
+    thread ends before every thread has done its last event: a trace does not
+    say when a thread ended, and an allocator that does something when a
+    thread ends (glibc frees its tcache and detaches its arena) must not do it
+    early, in the middle of the other threads' events.
     """
     handles: list[Handle | None] = [None] * plan.allocations
     done = dict.fromkeys(plan.threads, 0)  # events done, per traced thread
@@ -317,6 +322,7 @@ def drive(
         gates[plan.order[0]].set()
     last = len(plan.order) - 1
     errors: list[BaseException] = []
+    finished = threading.Barrier(len(plan.threads)) if linger and plan.threads else None
 
     def run(tid: int, events: list[Event]) -> None:
         try:
@@ -339,10 +345,14 @@ def drive(
                 if paced and ev.seq < last and plan.order[ev.seq + 1] != tid:
                     gate.clear()  # before the hand-over: only the next thread may set it again
                     gates[plan.order[ev.seq + 1]].set()
+            if finished is not None:
+                finished.wait(timeout)
         except BaseException as exc:
             errors.append(exc)
             for other in gates.values():  # nobody waits for a turn that will not come
                 other.set()
+            if finished is not None:
+                finished.abort()
 
     pool = [
         threading.Thread(target=run, args=(tid, events))
