@@ -142,10 +142,15 @@ def usable_for(alloc: Allocator, addr: int, size: int, alignment: int = MALLOC_A
       ``prev_size``, where the code keeps it;
     * a chunk of a heap: its size less the 8 bytes of the size word; that size, read from
       the in-band header, must be ``nb`` exactly, or ``nb + 16`` when a split would have
-      left a remainder under ``MINSIZE`` (a chunk cannot be that small).
+      left a remainder under ``MINSIZE`` (a chunk cannot be that small); under the glibc
+      policy an aligned chunk may keep ``nb + 32`` too (glibc's ``_int_memalign`` splits
+      the tail only when it is *more* than ``MINSIZE``).
+
+    The glibc policy has no slabs: every block is a chunk.
     """
     nb = request2size(size)
-    if alignment <= MALLOC_ALIGNMENT and size <= SLAB_MAX:
+    glibc = alloc.policy == "glibc"
+    if alignment <= MALLOC_ALIGNMENT and size <= SLAB_MAX and not glibc:
         cls = alloc.caches.find(addr)
         assert cls == CLASS_OF[size], (addr, size, cls)
         return CLASS_SIZES[cls]
@@ -161,7 +166,8 @@ def usable_for(alloc: Allocator, addr: int, size: int, alignment: int = MALLOC_A
         assert head & SIZE_BITS == length - lead, (addr, head)
         return length - lead - CHUNK_HDR_SZ
     chunk = head & SIZE_BITS
-    assert chunk in range(nb, nb + MINSIZE, MALLOC_ALIGNMENT), (addr, size, chunk)
+    most = nb + MINSIZE if glibc and alignment > MALLOC_ALIGNMENT else nb + MINSIZE - 1
+    assert nb <= chunk <= most and chunk % MALLOC_ALIGNMENT == 0, (addr, size, chunk)
     return chunk - SIZE_SZ
 
 

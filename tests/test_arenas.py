@@ -22,7 +22,14 @@ SMALL_HEAPS = {"heap_max_size": 1 << 20, "top_pad": 0, "tcache_count": 8}
 
 @pytest.mark.parametrize(
     ("threads", "arena_max", "tunables"),
-    [(16, 4, {}), (32, 8, {}), (24, 64, {}), (16, 3, SMALL_HEAPS)],
+    [
+        (16, 4, {}),
+        (32, 8, {}),
+        (24, 64, {}),
+        (16, 3, SMALL_HEAPS),
+        (16, 4, {"policy": "glibc"}),
+        (24, 3, {**SMALL_HEAPS, "policy": "glibc", "tcache_count": 7}),
+    ],
 )
 def test_many_threads_with_handoff(threads: int, arena_max: int, tunables: dict[str, Any]) -> None:
     # With SMALL_HEAPS the arenas chain and trim several 1 MiB heaps, and
@@ -91,7 +98,7 @@ def test_many_threads_with_handoff(threads: int, arena_max: int, tunables: dict[
         alloc.check()
         registry = alloc._registry
         assert len(arenas_used - {None}) > 1
-        if tunables:
+        if "heap_max_size" in tunables:
             assert max(len(arena.heaps) for arena in registry.arenas) > 1
         assert len(alloc.stats().arenas) <= arena_max
         for addr in survivors:

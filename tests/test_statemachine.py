@@ -4,7 +4,9 @@ The model is a dict of live blocks (address -> the bytes written there).
 After every step, every live block still holds its bytes, no two live
 blocks overlap, and ``check()`` walks every invariant of the allocator.
 It runs with the thread cache on and off (issue 4), and small thresholds
-so that slabs, heap chunks and mapped chunks are all exercised.
+so that slabs, heap chunks and mapped chunks are all exercised; and under
+the glibc policy (issue 19), where tcache chunks, fastbins,
+``malloc_consolidate`` and the unsorted pass take the slabs' place.
 """
 
 from __future__ import annotations
@@ -131,6 +133,18 @@ class WithoutCache(AllocatorModel):
     tunables: ClassVar[dict[str, Any]] = {"tcache_count": 0}
 
 
+class Glibc(AllocatorModel):
+    """The glibc policy, with its tcache (7 chunks a bin) and fastbins."""
+
+    tunables: ClassVar[dict[str, Any]] = {"policy": "glibc"}
+
+
+class GlibcNoTcache(AllocatorModel):
+    """The glibc policy without a tcache: every free reaches the fastbins and bins."""
+
+    tunables: ClassVar[dict[str, Any]] = {"policy": "glibc", "tcache_count": 0, "mxfast": 160}
+
+
 class TinyHeaps(AllocatorModel):
     """A non-main arena with small aligned heaps, so that it chains several heaps.
 
@@ -196,10 +210,29 @@ class TinyHeapsLong(TinyHeaps):
     pass
 
 
+class GlibcTinyHeaps(TinyHeaps):
+    """TinyHeaps under the glibc policy: new heaps, fenceposts and heap_trim as glibc's."""
+
+    tunables: ClassVar[dict[str, Any]] = {**TinyHeaps.tunables, "policy": "glibc"}
+
+
+class GlibcLong(Glibc):
+    pass
+
+
+class GlibcTinyHeapsLong(GlibcTinyHeaps):
+    pass
+
+
 test_model_with_cache = as_test(WithCache, FAST)
 test_model_without_cache = as_test(WithoutCache, FAST)
 test_model_tiny_heaps = as_test(TinyHeaps, FAST)
+test_model_glibc = as_test(Glibc, FAST)
+test_model_glibc_no_tcache = as_test(GlibcNoTcache, FAST)
+test_model_glibc_tiny_heaps = as_test(GlibcTinyHeaps, FAST)
 # opt-in: pytest -m stress
 test_model_with_cache_long = pytest.mark.stress(as_test(WithCacheLong, LONG))
 test_model_without_cache_long = pytest.mark.stress(as_test(WithoutCacheLong, LONG))
 test_model_tiny_heaps_long = pytest.mark.stress(as_test(TinyHeapsLong, LONG))
+test_model_glibc_long = pytest.mark.stress(as_test(GlibcLong, LONG))
+test_model_glibc_tiny_heaps_long = pytest.mark.stress(as_test(GlibcTinyHeapsLong, LONG))
