@@ -25,6 +25,18 @@ are skipped.  :data:`FIELDS` is the same table in code, and
 :func:`format_call` and :func:`read_calls` are the only code that writes
 and reads a line.
 
+A trace may open with *header* lines, comments of the form ``# KEY VALUE``
+before its first call, which say something about the recording as a whole
+(a reader that does not know a key skips the line, as any comment)::
+
+    # sbrk-base 0x55aa953b5000     the program break (sbrk(0)) of the recorded
+                                   process before its first malloc, in hex:
+                                   where glibc's main heap starts
+
+``stress/record.py`` writes ``sbrk-base``.  :func:`trace_header` reads the
+header, and :func:`write_calls` writes one; other comments are dropped when
+a trace is rewritten.
+
 The file's order is a valid global order of the calls (every writer logs
 under one lock), so a first pass, :func:`parse`, resolves each free and
 realloc to the allocation it refers to, even though addresses are reused.
@@ -32,7 +44,9 @@ realloc to the allocation it refers to, even though addresses are reused.
 thread's order; a free waits until the allocation it frees has happened (it
 may be in another thread).  A *paced* replay keeps the file's global order
 as well: each event waits for the one before it, whichever thread that was,
-so every allocator sees the interleaving the program had.  :func:`perform`
+so every allocator sees the interleaving the program had; a thread may
+also be kept alive until every thread is done (``linger``), so that it
+keeps its arena.  :func:`perform`
 does one event against a :class:`Target`, such as an ``Allocator``.
 
 Locking: reading and writing share nothing (a writer used by several
@@ -42,16 +56,19 @@ allocation has its own ``threading.Event``, set once by the thread that
 makes the block, and its handle slot is written by that thread before the
 event is set and read by the freeing thread after it.  In a paced replay
 each thread has a gate (a ``threading.Event``) that only the thread whose
-turn it is sets, for the thread of the next event.
+turn it is sets, for the thread of the next event.  The count of threads
+still doing events has its own lock; the last one to finish sets the event
+that lingering threads wait for.
 """
 
 from __future__ import annotations
 
 import gzip
+import itertools
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NamedTuple, Protocol, TextIO, TypeVar
@@ -70,6 +87,7 @@ __all__ = [
     "parse",
     "perform",
     "read_calls",
+    "trace_header",
     "write_calls",
 ]
 
@@ -127,10 +145,17 @@ def format_call(tid: int, op: str, *args: int) -> str:
     return f"{tid} {op} {numbers}\n"
 
 
-def write_calls(path: str | Path, calls: Iterable[Call]) -> int:
-    """Write ``calls`` to a new trace at ``path``; return how many were written."""
+def write_calls(
+    path: str | Path, calls: Iterable[Call], header: Mapping[str, str] | None = None
+) -> int:
+    """Write ``calls`` to a new trace at ``path``, after a ``# KEY VALUE`` line for each
+    item of ``header``; return how many calls were written."""
     written = 0
     with open_trace(path, "w") as out:
+        for key, value in (header or {}).items():
+            if not key or not value or len(f"{key} {value}".split()) != 2:
+                raise TraceError(f"a header is one word and one value, not {key!r} {value!r}")
+            out.write(f"# {key} {value}\n")
         for call in calls:
             out.write(format_call(call.tid, call.op, *call.args))
             written += 1
@@ -143,6 +168,25 @@ def _lines(path: str | Path) -> Iterator[str]:
             yield from fh
     except (OSError, EOFError, UnicodeDecodeError, zlib.error) as exc:
         raise TraceError(f"cannot read trace {str(path)!r}: {exc}") from None
+
+
+def trace_header(path: str | Path) -> dict[str, str]:
+    """The header of the trace at ``path``: its ``# KEY VALUE`` lines before the first call.
+
+    A comment of any other shape there is skipped; so is everything after
+    the first call (the header is read from the file's first lines only).
+    """
+    header: dict[str, str] = {}
+    for text in _lines(path):
+        fields = text.split()
+        if not fields:
+            continue
+        if not fields[0].startswith("#"):
+            break
+        words = text.lstrip()[1:].split()
+        if len(words) == 2:
+            header[words[0]] = words[1]
+    return header
 
 
 def read_calls(path: str | Path) -> Iterator[Call]:
@@ -181,6 +225,7 @@ class Event:
     alloc: int  # id of the allocation this event creates, or -1
     frees: int  # id of the allocation this event frees, or -1
     seq: int = -1  # its place in the trace's global order
+    line: int = 0  # the line it was read from (1-based)
 
 
 @dataclass
@@ -199,9 +244,11 @@ class Plan:
         return sum(self.live_at_end.values())
 
 
-def parse(path: str | Path) -> Plan:
+def parse(path: str | Path, limit: int | None = None) -> Plan:
     """Resolve a trace: which allocation each free and realloc refers to.
 
+    With ``limit``, only the first ``limit`` calls are read (the blocks
+    live after them are left live, as at the end of a trace cut there).
     A free or realloc of an address that is not live at that point, or an
     allocation at an address that is still live, raises :class:`TraceError`
     naming the line.
@@ -231,26 +278,28 @@ def parse(path: str | Path) -> Plan:
         live_bytes -= size
         return ident
 
-    for tid, op, args, line in read_calls(path):
+    for tid, op, args, line in itertools.islice(read_calls(path), limit):
         plan.events += 1
         seq = len(plan.order)
         if op == "m":
             size, addr = args
-            event = Event(tid, op, size, 0, new_alloc(addr, size, line), -1, seq)
+            event = Event(tid, op, size, 0, new_alloc(addr, size, line), -1, seq, line)
         elif op == "c":
             count, each, addr = args
-            event = Event(tid, op, count * each, 0, new_alloc(addr, count * each, line), -1, seq)
+            event = Event(
+                tid, op, count * each, 0, new_alloc(addr, count * each, line), -1, seq, line
+            )
         elif op == "a":
             align, size, addr = args
-            event = Event(tid, op, size, align, new_alloc(addr, size, line), -1, seq)
+            event = Event(tid, op, size, align, new_alloc(addr, size, line), -1, seq, line)
         elif op == "f":
-            event = Event(tid, op, 0, 0, -1, release(args[0], "free", line), seq)
+            event = Event(tid, op, 0, 0, -1, release(args[0], "free", line), seq, line)
         else:  # r
             old, size, new = args
             if old and not new and size:
                 continue  # a failed realloc: nothing changed
             frees = release(old, "realloc", line) if old else -1
-            event = Event(tid, op, size, 0, new_alloc(new, size, line), frees, seq)
+            event = Event(tid, op, size, 0, new_alloc(new, size, line), frees, seq, line)
         plan.threads.setdefault(tid, []).append(event)
         plan.order.append(tid)
     plan.live_at_end = dict(live.values())
@@ -296,7 +345,7 @@ def drive(
     timeout: float = 30.0,
     progress: Callable[[int, int], None] | None = None,
     paced: bool = False,
-    linger: bool = False,
+    linger: Collection[int] = (),
 ) -> list[Handle]:
     """Run ``plan`` with one thread per traced thread; return the handles left live.
 
@@ -308,11 +357,12 @@ def drive(
     thread made it.  With ``paced``, every event also waits for the event
     before it in the trace.  ``progress(done, total)``, if given, is called
     twice a second once the replay has run for two seconds.  A wait longer
-    than ``timeout`` seconds raises :class:`TraceError`.  With ``linger``, no
-    thread ends before every thread has done its last event: a trace does not
-    say when a thread ended, and an allocator that does something when a
-    thread ends (glibc frees its tcache and detaches its arena) must not do it
-    early, in the middle of the other threads' events.
+    than ``timeout`` seconds raises :class:`TraceError`.
+
+    The thread of a traced thread in ``linger`` stays alive, after its last
+    event, until every thread has done its events: an allocator may hand a
+    thread's arena to another once the thread ends, and a traced thread
+    (the main one above all) may have lived on after its last call.
     """
     handles: list[Handle | None] = [None] * plan.allocations
     done = dict.fromkeys(plan.threads, 0)  # events done, per traced thread
@@ -322,7 +372,9 @@ def drive(
         gates[plan.order[0]].set()
     last = len(plan.order) - 1
     errors: list[BaseException] = []
-    finished = threading.Barrier(len(plan.threads)) if linger and plan.threads else None
+    running = [len(plan.threads)]  # threads whose events are not all done, under count_lock
+    count_lock = threading.Lock()
+    all_done = threading.Event()
 
     def run(tid: int, events: list[Event]) -> None:
         try:
@@ -345,14 +397,17 @@ def drive(
                 if paced and ev.seq < last and plan.order[ev.seq + 1] != tid:
                     gate.clear()  # before the hand-over: only the next thread may set it again
                     gates[plan.order[ev.seq + 1]].set()
-            if finished is not None:
-                finished.wait(timeout)
+            with count_lock:
+                running[0] -= 1
+                if not running[0]:
+                    all_done.set()
+            if tid in linger:
+                all_done.wait()
         except BaseException as exc:
             errors.append(exc)
+            all_done.set()  # (a lingering thread waits no more either)
             for other in gates.values():  # nobody waits for a turn that will not come
                 other.set()
-            if finished is not None:
-                finished.abort()
 
     pool = [
         threading.Thread(target=run, args=(tid, events))

@@ -9,7 +9,8 @@ Commands (``python -m stress COMMAND --help`` for each):
   list       the workloads, allocators and shipped traces
   run        one workload on chosen allocators and thread counts
   record     record a program's malloc calls:  record -o FILE -- COMMAND...
-  replay     replay a trace through an allocator (and glibc, for comparison)
+  replay     replay a trace through an allocator (and glibc, for comparison);
+             with --fidelity, whether arenas puts every block where glibc did
   native     replay a trace in C through glibc or a preloaded allocator; with
              --offsets OUT, where glibc put each block (heap and offset)
   synth      write a synthetic trace (e.g. a million events, to test the tools at scale)
@@ -38,6 +39,7 @@ from arenas.cliargs import needs, writable_dir, writable_file
 
 from . import binding, fastpath, instructions, scaling, slabmodel, where
 from .adapters import ADAPTERS
+from .fidelity import FidelityError, fidelity
 from .metrics import RunResult
 from .native import (
     NativeResult,
@@ -242,6 +244,10 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    if args.fidelity:
+        return _fidelity(args)
+    if args.policy is not None or args.events is not None:
+        raise UsageError("--policy and --events go with --fidelity")
     allocator = _csv(args.allocator, list(ADAPTERS), "allocator")[0]
     result, plan, left = replay(
         args.trace,
@@ -275,6 +281,29 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.json:
         to_json([result], args.json)
     return 0
+
+
+def _fidelity(args: argparse.Namespace) -> int:
+    if args.allocator != "arenas" or args.compare_glibc or args.paced:
+        raise UsageError("--fidelity replays through arenas, paced; it takes --policy and --events")
+    try:
+        result = fidelity(
+            args.trace,
+            policy=args.policy,
+            events=args.events,
+            progress=lambda done, total: _progress(done, total, "events"),
+        )
+    except FidelityError as exc:
+        raise UsageError(str(exc)) from None
+    if args.json == "-":
+        print(json.dumps({**asdict(result), "percent_identical": result.percent_identical}))
+        return 0
+    print(result.report())
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps({**asdict(result), "percent_identical": result.percent_identical}) + "\n"
+        )
+    return 0  # a divergent replay is a measurement, not a failure
 
 
 def _native_line(result: NativeResult) -> str:
@@ -384,6 +413,17 @@ def parser() -> argparse.ArgumentParser:
         metavar="FILE",
         type=lambda text: text if text == "-" else writable_file(text),
         help="FILE, or - for one JSON line on stdout",
+    )
+    rep.add_argument(
+        "--fidelity",
+        action="store_true",
+        help="compare every block's placement (heap and offset) with the recorded one",
+    )
+    rep.add_argument(
+        "--policy", metavar="NAME", help="with --fidelity: arenas.Allocator(policy=NAME)"
+    )
+    rep.add_argument(
+        "--events", metavar="N", type=int, help="with --fidelity: replay the first N events only"
     )
 
     nat = sub.add_parser("native", help="replay a trace in C (glibc, jemalloc, ...)")

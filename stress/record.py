@@ -22,6 +22,15 @@ never allocates while logging (numbers are formatted by hand into a stack
 buffer, written with ``write(2)``).  It writes one file per process; a
 forked child opens its own.  Afterwards the thread ids (kernel
 tids) are renumbered 0..N-1, 0 being the process's main thread.
+
+Each log opens with a header line (see :mod:`arenas.trace`),
+``# sbrk-base 0x...``: ``sbrk(0)`` taken once, under the lock, just before
+the process's first real malloc-family call.  glibc's main heap starts
+there (its first malloc grows the break from it, and the thread cache's
+``tcache_perthread_struct`` is the heap's first chunk, so the first small
+block lands at base + 0x2a0); :mod:`stress.fidelity` measures placements
+from it.  A forked child's log carries the parent's base, since the child
+has the parent's heap.
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from arenas.trace import Call, read_calls, write_calls
+from arenas.trace import Call, read_calls, trace_header, write_calls
 
 from .cc import CompilerUnavailable, build
 
@@ -60,6 +69,9 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static int fd = -1;
 static pid_t fd_pid;
 static __thread int inside;
+/* sbrk(0) before the process's first malloc, where glibc's main heap will start; a
+   forked child inherits it with the heap, an exec'd program takes its own */
+static uintptr_t sbrk_base;
 
 static char *put_dec(char *p, uint64_t v) {
     char tmp[24]; int n = 0;
@@ -76,6 +88,14 @@ static char *put_hex(char *p, uint64_t v) {
     return p;
 }
 
+static void write_all(const char *q, ssize_t left) {
+    while (left > 0) {
+        ssize_t w = write(fd, q, (size_t)left);
+        if (w <= 0) break;
+        q += w; left -= w;
+    }
+}
+
 static void open_log(void) {
     pid_t pid = getpid();
     if (fd >= 0 && fd_pid == pid) return;
@@ -88,6 +108,13 @@ static void open_log(void) {
     p = put_dec(p, (uint64_t)pid); *p = 0;
     fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
     fd_pid = pid;
+    if (fd < 0) return;
+    char line[64]; char *q = line;
+    const char *key = "# sbrk-base ";
+    while (*key) *q++ = *key++;
+    q = put_hex(q, (uint64_t)sbrk_base);
+    *q++ = '\n';
+    write_all(line, q - line);
 }
 
 /* one line: tid, op, then up to three numbers (the first n_hex of which from the end are hex) */
@@ -104,12 +131,7 @@ static void log_event(char op, int n, uint64_t a, uint64_t b, uint64_t c, int he
         p = (hex_mask >> i & 1) ? put_hex(p, v[i]) : put_dec(p, v[i]);
     }
     *p++ = '\n';
-    ssize_t left = p - line; char *q = line;
-    while (left > 0) {
-        ssize_t w = write(fd, q, (size_t)left);
-        if (w <= 0) break;
-        q += w; left -= w;
-    }
+    write_all(line, p - line);
     errno = saved;
 }
 
@@ -119,7 +141,10 @@ __attribute__((constructor)) static void init(void) {
     pthread_atfork(before_fork, after_fork, after_fork);
 }
 
-#define ENTER if (inside) goto plain; inside = 1; pthread_mutex_lock(&lock)
+/* The first call of all takes the base: under the lock, so before any real malloc (a
+   nested call, the plain path, comes after its thread's first ENTER) */
+#define ENTER if (inside) goto plain; inside = 1; pthread_mutex_lock(&lock); \
+    if (!sbrk_base) sbrk_base = (uintptr_t)sbrk(0)
 #define LEAVE pthread_mutex_unlock(&lock); inside = 0
 
 void *malloc(size_t n) {
@@ -188,14 +213,15 @@ def _compile() -> Path:
 
 
 def _renumber(raw: Path, main_tid: int, out: Path) -> tuple[int, int]:
-    """Rewrite kernel tids as 0..N-1 (the main thread first); return (events, threads)."""
+    """Rewrite kernel tids as 0..N-1 (the main thread first), keeping the header (the
+    ``sbrk-base`` line); return (events, threads)."""
     ids: dict[int, int] = {main_tid: 0}
 
     def renumbered() -> Iterator[Call]:
         for call in read_calls(raw):
             yield call._replace(tid=ids.setdefault(call.tid, len(ids)))
 
-    events = write_calls(out, renumbered())
+    events = write_calls(out, renumbered(), trace_header(raw))
     return events, len(ids) if events else 0
 
 

@@ -293,7 +293,8 @@ def test_record_a_real_program(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     with gzip.open(out, "rt") as fh:
-        first = fh.readline().split()
+        header, first = fh.readline().split(), fh.readline().split()
+    assert header[:2] == ["#", "sbrk-base"] and int(header[2], 16) % 4096 == 0
     assert first[0] == "0" and first[1] in "mcraf"
     plan = parse(out)
     assert plan.events > 10

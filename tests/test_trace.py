@@ -5,11 +5,23 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from arenas.trace import FIELDS, Call, TraceError, format_call, parse, read_calls, write_calls
+from arenas.trace import (
+    FIELDS,
+    Call,
+    Event,
+    TraceError,
+    drive,
+    format_call,
+    parse,
+    read_calls,
+    write_calls,
+)
 
 CALLS = [
     Call(0, "m", (24, 0x7F00_0010)),
@@ -113,3 +125,28 @@ def test_the_format_module_loads_on_its_own() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_a_lingering_thread_outlives_its_last_event(tmp_path: Path) -> None:
+    """Thread 0's last event comes before thread 1's first (paced, so thread 1 waits for
+    it); kept alive, thread 0's Python thread is still running when thread 1's run."""
+    path = tmp_path / "t.trace"
+    write_calls(path, [Call(0, "m", (8, 0x10)), Call(1, "m", (8, 0x20)), Call(1, "f", (0x20,))])
+    plan = parse(path)
+    threads: dict[int, threading.Thread] = {}
+    alive_then: list[bool] = []
+
+    def thread_step(tid: int) -> Callable[[Event, int | None], int | None]:
+        threads[tid] = threading.current_thread()
+
+        def step(ev: Event, old: int | None) -> int | None:
+            if tid == 1:
+                threads[0].join(0.2)  # (time enough for a thread that was done to end)
+                alive_then.append(threads[0].is_alive())
+            return ev.alloc
+
+        return step
+
+    left = drive(plan, thread_step, paced=True, linger=(0,))
+    assert alive_then == [True, True] and left == [0]
+    assert not threads[0].is_alive()  # and it did end with the replay
