@@ -258,6 +258,16 @@ class Allocator:
         if self._closed:
             raise AllocatorError(CLOSED)
 
+    def thread_exit(self) -> None:
+        """Do now what the calling thread's end would do: its cache goes home (glibc's
+        tcache shutdown, for the glibc policy) and its arena is detached, free for the
+        next new thread.  The thread may allocate again later: it attaches anew."""
+        self._require_open()
+        if self._glibc is not None:
+            self._glibc.thread_exit()
+        else:
+            self._caches.exit_current()
+
     def thread_arena(self) -> int:
         """The index of the calling thread's arena (attaching it if needed)."""
         if self._glibc is not None:

@@ -176,7 +176,8 @@ class _Anchor:
         self.exited = exited
 
     def __del__(self) -> None:
-        self.exited.append(self.tcache)
+        if not self.tcache.shut:
+            self.exited.append(self.tcache)
 
 
 class GlibcArena(Arena):
@@ -690,24 +691,36 @@ class GlibcPolicy:
         )
 
     def reap(self) -> None:
-        """glibc's ``tcache_thread_shutdown`` and ``arena_thread_freeres`` for threads that
-        ended: their tcache chunks and the tcache's own chunk are freed (with no tcache,
-        so into fastbins and bins), and their arena is detached."""
+        """Threads that ended: glibc's thread shutdown for each (:meth:`shutdown`)."""
         while self.exited:
-            tc = self.exited.pop()
-            with self.lock:
-                if self.threads.pop(id(tc), None) is None:
-                    continue
-            if not self.is_closed():
-                for cached in tc.bins:
-                    while cached:
-                        mem = cached.pop()
-                        del self.tcached[mem]
-                        self.free_chunk(mem, None)
-                if tc.struct:
-                    self.free_chunk(tc.struct, None)
-            with self.registry.writing():
-                self.registry.detach_locked(tc.arena)
+            self.shutdown(self.exited.pop())
+
+    def thread_exit(self) -> None:
+        """What the calling thread's end does, now rather than whenever Python gets to it."""
+        tc: Tcache | None = getattr(self.tls, "tcache", None)
+        if tc is not None:
+            tc.shut = True  # (its anchor queues it no more)
+            del self.tls.tcache, self.tls.anchor
+            self.shutdown(tc)
+
+    def shutdown(self, tc: Tcache) -> None:
+        """glibc's ``tcache_thread_shutdown`` and ``arena_thread_freeres``: the thread's
+        tcache chunks, newest first, and the tcache's own chunk are freed with no tcache
+        (so into fastbins and bins), and its arena is detached."""
+        with self.lock:
+            if self.threads.pop(id(tc), None) is None:
+                return  # (closed meanwhile)
+        tc.shut = True
+        if not self.is_closed():
+            for cached in tc.bins:
+                while cached:
+                    mem = cached.pop()
+                    del self.tcached[mem]
+                    self.free_chunk(mem, None)
+            if tc.struct:
+                self.free_chunk(tc.struct, None)
+        with self.registry.writing():
+            self.registry.detach_locked(tc.arena)
 
     # ------------------------------------------------------------ malloc
     def arena_malloc(self, tc: Tcache, nb: int, size: int, cached_in: Tcache | None) -> int:

@@ -226,6 +226,15 @@ class ThreadCaches:
         self.tls.cache = cache
         return cache
 
+    def exit_current(self) -> None:
+        """The calling thread is done: its cache goes home and its arena is detached now,
+        as when the thread ends."""
+        cache: ThreadCache | None = getattr(self.tls, "cache", None)
+        if cache is not None:
+            del self.tls.cache
+            del cache  # (its __del__ queues it for reap)
+            self.reap()
+
     def reap(self) -> None:
         """Threads that ended: their caches go home, their arenas are detached.
 

@@ -305,6 +305,11 @@ def _replay(
     """Run the plan paced; return, per event, (address, arena, heap base) of the block it
     made (zeros for an event that made none)."""
     made: list[tuple[int, int | None, int]] = [(0, None, 0)] * len(plan.order)
+    # A traced thread other than the main one ends after its last call: the trace
+    # cannot say when it really ended, and just after its last call is the best
+    # guess.  Its end (glibc: the tcache freed, the arena detached) happens at
+    # that point in the paced order, not whenever Python reclaims the thread.
+    ends = {events[-1].seq for tid, events in plan.threads.items() if tid != 0 and events}
 
     def thread_step(tid: int) -> Callable[[Event, int | None], int | None]:
         def step(ev: Event, old: int | None) -> int | None:
@@ -315,6 +320,8 @@ def _replay(
             if new is not None:  # asked now: once freed, the address says nothing
                 arena = alloc.arena_for(new)
                 made[ev.seq] = (new, arena, 0 if arena is None else alloc.heap_for_ptr(new))
+            if ev.seq in ends:
+                alloc.thread_exit()
             return new
 
         return step
