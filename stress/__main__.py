@@ -19,6 +19,7 @@ Commands (``python -m stress COMMAND --help`` for each):
   binding    how the hot path is bound decides whether threads scale (3.13t)
   instructions  machine instructions per call, arenas against glibc (valgrind)
   slabmodel  what an idealized slab allocator's footprint would be on the churn loop
+  fidelity   the glibc policy on traces: blocks placed where glibc did, and replay time
   where      where arenas' memory goes at a trace's live peak (rounding, slabs, caches, top)
 
 Bad arguments and unreadable traces print one line and exit with code 2;
@@ -38,6 +39,7 @@ from pathlib import Path
 from arenas.cliargs import needs, writable_dir, writable_file
 
 from . import binding, fastpath, instructions, scaling, slabmodel, where
+from . import fidelity as fidelity_table
 from .adapters import ADAPTERS
 from .fidelity import FidelityError, fidelity
 from .metrics import RunResult
@@ -454,6 +456,9 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("instructions", help="instructions per call (valgrind)", add_help=False)
     sub.add_parser("slabmodel", help="the footprint floor of any slab allocator", add_help=False)
     sub.add_parser("where", help="where arenas' memory goes at a trace's live peak", add_help=False)
+    sub.add_parser(
+        "fidelity", help="the glibc policy's fidelity and replay time, per trace", add_help=False
+    )
     return p
 
 
@@ -483,6 +488,7 @@ COMMANDS: dict[str, Handler] = {
     "instructions": instructions.main,
     "slabmodel": slabmodel.main,
     "where": where.main,
+    "fidelity": fidelity_table.main,
 }
 
 

@@ -69,7 +69,10 @@ comparison runs in the calling thread.
 
 from __future__ import annotations
 
+import argparse
 import itertools
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,9 +89,13 @@ __all__ = [
     "FidelityResult",
     "Placement",
     "Row",
+    "TableRow",
     "derive_base",
     "fidelity",
     "main_heap_base",
+    "replay_placements",
+    "table",
+    "table_row",
 ]
 
 PAGE = 4096
@@ -171,6 +178,7 @@ class FidelityResult:
     identical: int
     divergent: dict[str, int] = field(default_factory=dict)  # DIVERGENCES key -> blocks
     first: Divergence | None = None
+    replay_seconds: float = 0.0  # the paced replay alone (wall clock), bookkeeping included
 
     @property
     def percent_identical(self) -> float:
@@ -299,8 +307,31 @@ def _allocator(policy: str | None) -> Allocator:
         raise FidelityError(f"arenas.Allocator(policy={policy!r}) refused: {exc}") from None
 
 
+def replay_placements(
+    plan: Plan,
+    alloc: Allocator,
+    progress: Callable[[int, int], None] | None = None,
+    end_threads: bool = True,
+) -> list[Placement | None]:
+    """Replay ``plan`` paced through ``alloc``; return where each event's block went
+    (None for an event that made none), non-main heaps numbered as they appear.
+
+    With ``end_threads``, every traced thread but the main one ends right after its
+    last call (see :func:`_replay`); without, every thread lives to the end, as the
+    native replayer's ``--offsets`` keeps them.
+    """
+    made = _replay(plan, alloc, progress, end_threads)
+    numbers: dict[int, int] = {}
+    return [
+        None if addr == 0 else _replayed(addr, arena, heap, numbers) for addr, arena, heap in made
+    ]
+
+
 def _replay(
-    plan: Plan, alloc: Allocator, progress: Callable[[int, int], None] | None
+    plan: Plan,
+    alloc: Allocator,
+    progress: Callable[[int, int], None] | None,
+    end_threads: bool = True,
 ) -> list[tuple[int, int | None, int]]:
     """Run the plan paced; return, per event, (address, arena, heap base) of the block it
     made (zeros for an event that made none)."""
@@ -309,7 +340,11 @@ def _replay(
     # cannot say when it really ended, and just after its last call is the best
     # guess.  Its end (glibc: the tcache freed, the arena detached) happens at
     # that point in the paced order, not whenever Python reclaims the thread.
-    ends = {events[-1].seq for tid, events in plan.threads.items() if tid != 0 and events}
+    ends = (
+        {events[-1].seq for tid, events in plan.threads.items() if tid != 0 and events}
+        if end_threads
+        else set()
+    )
 
     def thread_step(tid: int) -> Callable[[Event, int | None], int | None]:
         def step(ev: Event, old: int | None) -> int | None:
@@ -326,7 +361,13 @@ def _replay(
 
         return step
 
-    drive(plan, thread_step, progress=progress, paced=True, linger=(0,))
+    drive(
+        plan,
+        thread_step,
+        progress=progress,
+        paced=True,
+        linger=(0,) if end_threads else plan.threads,
+    )
     return made
 
 
@@ -408,7 +449,9 @@ def fidelity(
             requests[call.line] = request
 
     with _allocator(policy) as alloc:
+        began = time.perf_counter()
         made = _replay(plan, alloc, progress)
+        replay_seconds = time.perf_counter() - began
 
     placer = _Recorded(base)
     numbers: dict[int, int] = {}  # replayed non-main heap -> its number
@@ -451,4 +494,73 @@ def fidelity(
         identical=identical,
         divergent=divergent,
         first=divergence,
+        replay_seconds=replay_seconds,
     )
+
+
+# ============================================================ the table
+@dataclass(frozen=True)
+class TableRow:
+    """One trace of :func:`table`: its fidelity under the glibc policy, and the replay's
+    time under each policy (the same paced replay, one after the other; parsing the trace
+    and comparing placements are left out)."""
+
+    result: FidelityResult
+    glibc_seconds: float
+    default_seconds: float
+
+    @property
+    def time_ratio(self) -> float:
+        """The glibc policy's replay time over the default policy's (issue 19: at most 1.5)."""
+        return self.glibc_seconds / self.default_seconds
+
+
+def table_row(path: str | Path, events: int | None = None) -> TableRow:
+    result = fidelity(path, policy="glibc", events=events)
+    default = fidelity(path, policy="default", events=events)
+    return TableRow(result, result.replay_seconds, default.replay_seconds)
+
+
+def table(rows: list[TableRow]) -> str:
+    lines = [
+        f"{'trace':<26} {'threads':>7} {'events':>8} {'blocks':>8} {'identical':>10}"
+        f" {'glibc s':>8} {'default s':>9} {'ratio':>6}"
+    ]
+    for row in rows:
+        r = row.result
+        lines.append(
+            f"{r.trace.removesuffix('.trace.gz'):<26} {r.threads:>7} {r.events:>8,} {r.blocks:>8,}"
+            f" {r.percent_identical:>9.3f}% {row.glibc_seconds:>8.1f} {row.default_seconds:>9.1f}"
+            f" {row.time_ratio:>6.2f}"
+        )
+    blocks = sum(row.result.blocks for row in rows)
+    same = sum(row.result.identical for row in rows)
+    worst = max((row.time_ratio for row in rows), default=0.0)
+    lines.append(
+        f"all {len(rows)} traces: {same:,} of {blocks:,} blocks identical;"
+        f" glibc policy / default policy replay time at most {worst:.2f}"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m stress fidelity",
+        description="Replay traces through the glibc policy: how many blocks land where the"
+        " recorded program's glibc put them, and the replay's time against the default"
+        " policy's (both replayed paced, with the same bookkeeping).",
+    )
+    p.add_argument("traces", nargs="+", metavar="TRACE", help="a trace, or a directory of them")
+    p.add_argument("--events", type=int, metavar="N", help="only the first N events of each")
+    args = p.parse_args(argv)
+    paths = [
+        found
+        for given in map(Path, args.traces)
+        for found in (sorted(given.glob("*.trace*")) if given.is_dir() else [given])
+    ]
+    rows = []
+    for path in paths:
+        rows.append(table_row(path, args.events))
+        print(f"{path.name}: done", file=sys.stderr)
+    print(table(rows))
+    return 0
