@@ -81,6 +81,8 @@ from typing import Any, Literal
 from arenas import Allocator
 from arenas.trace import Event, Plan, drive, format_call, parse, perform, read_calls, trace_header
 
+from .native import NativeUnavailable, native_replay
+
 __all__ = [
     "CONTEXT",
     "DIVERGENCES",
@@ -92,6 +94,7 @@ __all__ = [
     "TableRow",
     "derive_base",
     "fidelity",
+    "live_peak",
     "main_heap_base",
     "replay_placements",
     "table",
@@ -179,6 +182,8 @@ class FidelityResult:
     divergent: dict[str, int] = field(default_factory=dict)  # DIVERGENCES key -> blocks
     first: Divergence | None = None
     replay_seconds: float = 0.0  # the paced replay alone (wall clock), bookkeeping included
+    peak_live: int = 0  # the most requested bytes live at once
+    peak_footprint: int = 0  # the allocator's system bytes right after the event of that peak
 
     @property
     def percent_identical(self) -> float:
@@ -327,15 +332,35 @@ def replay_placements(
     ]
 
 
+def live_peak(plan: Plan) -> tuple[int, int]:
+    """``(seq, bytes)``: the first event after which the requested bytes live are at their
+    most, as the native replayer finds it (the footprint is read right after it)."""
+    sizes: dict[int, int] = {}
+    live = peak = 0
+    at = -1
+    for ev in sorted((ev for evs in plan.threads.values() for ev in evs), key=lambda e: e.seq):
+        if ev.frees >= 0:
+            live -= sizes.pop(ev.frees, 0)
+        if ev.alloc >= 0:
+            sizes[ev.alloc] = ev.size
+            live += ev.size
+        if live > peak:
+            at, peak = ev.seq, live
+    return at, peak
+
+
 def _replay(
     plan: Plan,
     alloc: Allocator,
     progress: Callable[[int, int], None] | None,
     end_threads: bool = True,
+    footprint: list[int] | None = None,
 ) -> list[tuple[int, int | None, int]]:
     """Run the plan paced; return, per event, (address, arena, heap base) of the block it
-    made (zeros for an event that made none)."""
+    made (zeros for an event that made none).  ``footprint``, if given, receives the
+    allocator's system bytes right after the live-peak event (:func:`live_peak`)."""
     made: list[tuple[int, int | None, int]] = [(0, None, 0)] * len(plan.order)
+    peak_seq = live_peak(plan)[0] if footprint is not None else -1
     # A traced thread other than the main one ends after its last call: the trace
     # cannot say when it really ended, and just after its last call is the best
     # guess.  Its end (glibc: the tcache freed, the arena detached) happens at
@@ -355,6 +380,8 @@ def _replay(
             if new is not None:  # asked now: once freed, the address says nothing
                 arena = alloc.arena_for(new)
                 made[ev.seq] = (new, arena, 0 if arena is None else alloc.heap_for_ptr(new))
+            if ev.seq == peak_seq and footprint is not None:
+                footprint.append(alloc.system_bytes())
             if ev.seq in ends:
                 alloc.thread_exit()
             return new
@@ -449,8 +476,9 @@ def fidelity(
             requests[call.line] = request
 
     with _allocator(policy) as alloc:
+        at_peak: list[int] = []
         began = time.perf_counter()
-        made = _replay(plan, alloc, progress)
+        made = _replay(plan, alloc, progress, footprint=at_peak)
         replay_seconds = time.perf_counter() - began
 
     placer = _Recorded(base)
@@ -495,6 +523,8 @@ def fidelity(
         divergent=divergent,
         first=divergence,
         replay_seconds=replay_seconds,
+        peak_live=live_peak(plan)[1],
+        peak_footprint=at_peak[0] if at_peak else 0,
     )
 
 
@@ -508,37 +538,60 @@ class TableRow:
     result: FidelityResult
     glibc_seconds: float
     default_seconds: float
+    native_footprint: int  # glibc's own, at the same event (0: not measured)
 
     @property
     def time_ratio(self) -> float:
         """The glibc policy's replay time over the default policy's (issue 19: at most 1.5)."""
         return self.glibc_seconds / self.default_seconds
 
+    @property
+    def footprint_ratio(self) -> float:
+        """The glibc policy's footprint at the live peak over glibc's own (issue 19: within
+        1%); 0.0 when glibc's was not measured."""
+        if not self.native_footprint:
+            return 0.0
+        return self.result.peak_footprint / self.native_footprint
+
 
 def table_row(path: str | Path, events: int | None = None) -> TableRow:
     result = fidelity(path, policy="glibc", events=events)
     default = fidelity(path, policy="default", events=events)
-    return TableRow(result, result.replay_seconds, default.replay_seconds)
+    native = 0
+    if events is None:  # (the native replayer replays whole traces)
+        try:
+            native = native_replay(path, "glibc").footprint_at_peak
+        except NativeUnavailable:
+            pass
+    return TableRow(result, result.replay_seconds, default.replay_seconds, native)
 
 
 def table(rows: list[TableRow]) -> str:
     lines = [
         f"{'trace':<26} {'threads':>7} {'events':>8} {'blocks':>8} {'identical':>10}"
-        f" {'glibc s':>8} {'default s':>9} {'ratio':>6}"
+        f" {'glibc s':>8} {'default s':>9} {'ratio':>6} {'footprint':>10} {'/ native':>8}"
     ]
     for row in rows:
         r = row.result
         lines.append(
             f"{r.trace.removesuffix('.trace.gz'):<26} {r.threads:>7} {r.events:>8,} {r.blocks:>8,}"
             f" {r.percent_identical:>9.3f}% {row.glibc_seconds:>8.1f} {row.default_seconds:>9.1f}"
-            f" {row.time_ratio:>6.2f}"
+            f" {row.time_ratio:>6.2f} {r.peak_footprint:>10,}"
+            + (f" {row.footprint_ratio:>8.4f}" if row.native_footprint else f" {'-':>8}")
         )
     blocks = sum(row.result.blocks for row in rows)
     same = sum(row.result.identical for row in rows)
     worst = max((row.time_ratio for row in rows), default=0.0)
+    measured = [abs(row.footprint_ratio - 1) for row in rows if row.native_footprint]
     lines.append(
         f"all {len(rows)} traces: {same:,} of {blocks:,} blocks identical;"
         f" glibc policy / default policy replay time at most {worst:.2f}"
+        + (
+            f"; footprint at the live peak within {100 * max(measured):.2f}% of glibc's own"
+            f" on {len(measured)}"
+            if measured
+            else ""
+        )
     )
     return "\n".join(lines)
 
