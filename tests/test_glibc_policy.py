@@ -215,7 +215,7 @@ def test_a_forged_chunk_cannot_be_unlinked() -> None:
         prev_size = ctypes.c_uint64.from_address(q - 16)
         prev_size.value = 0x410  # "the chunk before q is free, 0x410 bytes"
         head.value &= ~1
-        with pytest.raises(HeapCorruption, match="corrupted size vs. prev_size"):
+        with pytest.raises(HeapCorruption, match=r"corrupted size vs\. prev_size"):
             alloc.free(q)
         head.value |= 1
         alloc.free(p)
