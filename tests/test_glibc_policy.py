@@ -68,9 +68,7 @@ def test_each_rule_places_every_block_where_glibc_did(path: Path) -> None:
         # The native replayer keeps every thread to the end: so does this replay.
         placed = replay_placements(plan, alloc, end_threads=False)
         alloc.check()
-    got = {
-        seq: (p.kind, p.number, p.offset) for seq, p in enumerate(placed) if p is not None
-    }
+    got = {seq: (p.kind, p.number, p.offset) for seq, p in enumerate(placed) if p is not None}
     want = {entry["event"]: expected(entry) for entry in fixture["placements"]}
     assert got == want, fixture["rule"]
 
