@@ -137,6 +137,8 @@ static uint32_t n_threads;
 static uint32_t *first_of, *last_of;
 static sem_t *turns;
 static sem_t ready;
+static pthread_t *threads;
+static uint32_t main_thread; /* the index of the smallest tid, which runs on main() */
 static uint64_t peak_live, peak_event = UINT64_MAX;
 static uint64_t sample_every, sample_from;
 static int use_heap_info;
@@ -347,8 +349,10 @@ static void hold_until_the_end(void) {
     while (sem_wait(&let_go) && errno == EINTR) {}
 }
 #define AFTER_EVENT(e) after_event(e)
+#define ENDS_AFTER(t, e) 0
 #else
 #define AFTER_EVENT(e) ((void)0)
+#define ENDS_AFTER(t, e) ((t) != main_thread && events[e].next == NONE)
 #endif
 
 static void read_input(void) {
@@ -737,14 +741,73 @@ static void wait_turn(uint32_t t) {
     while (sem_wait(&turns[t]) && errno == EINTR) {}
 }
 
+/* Thread ends (not in the offsets build, whose threads all live to the end).  A
+   thread other than the main one ends right after its last event, before the
+   next event in the global order: glibc's end of a thread (its tcache freed into
+   its arena, the arena put on the free list for the next new thread) changes the
+   heap, so it must happen at a known point of the replay, not whenever the thread
+   gets there.  The thread does not post the next event's turn: it leaves its
+   index and that event in ending and ending_next and posts the main thread's
+   turn; the main thread joins it (pthread_join returns after glibc's
+   __libc_thread_freeres) and then posts the next event's turn, or takes it if
+   the event is its own.  The main thread never ends before the replay does, so
+   it serves these requests while it waits for each of its events' turns and,
+   its events done, until every other thread has ended. */
+static uint32_t ending = NONE;
+static uint64_t ending_next;
+static uint32_t running; /* threads other than the main one, not yet joined */
+
+static void end_thread(uint32_t t, uint64_t e) { /* in thread t, after its last event e */
+    ending = t;
+    ending_next = e + 1;
+    sem_post(&turns[main_thread]); /* the main thread's turn: t's two writes go with it */
+}
+
+/* in the main thread, at a post to it that is a thread's end: join that thread;
+   returns the event after its last one */
+static uint64_t join_ended(void) {
+    uint32_t t = ending;
+    ending = NONE;
+    int err = pthread_join(threads[t], NULL);
+    if (err) { begin_error(0); put("cannot join thread "); put_u(t); die(1); }
+    running--;
+    return ending_next;
+}
+
+/* the main thread's wait for its next event's turn, ending threads meanwhile */
+static void wait_main_turn(void) {
+    for (;;) {
+        wait_turn(main_thread);
+        if (ending == NONE) return; /* the turn of its own event */
+        uint64_t next = join_ended(); /* (an event of its own is still to come: next is one) */
+        if (events[next].thread == main_thread) return;
+        sem_post(&turns[events[next].thread]);
+    }
+}
+
+#ifndef OFFSETS
+/* the main thread, its events done: ends the other threads as they finish theirs */
+static void end_the_others(void) {
+    while (running) {
+        wait_turn(main_thread);
+        uint64_t next = join_ended();
+        if (next < n_events) sem_post(&turns[events[next].thread]);
+    }
+}
+#endif
+
 /* a thread's events, each when its turn comes: the trace's global order */
 static void run_thread(uint32_t t) {
     uint64_t previous = UINT64_MAX;
     for (uint32_t e = first_of[t]; e != NONE; e = events[e].next) {
-        if (previous == UINT64_MAX || previous + 1 != e) wait_turn(t);
+        if (previous == UINT64_MAX || previous + 1 != e) {
+            if (t == main_thread) wait_main_turn();
+            else wait_turn(t);
+        }
         perform(&events[e]);
         measure(e);
         AFTER_EVENT(e);
+        if (ENDS_AFTER(t, e)) { end_thread(t, e); return; }
         if (e + 1 < n_events && events[e + 1].thread != t) sem_post(&turns[events[e + 1].thread]);
         previous = e;
     }
@@ -783,8 +846,8 @@ int main(int argc, char **argv) {
     parse();
     uint64_t overhead = timer_overhead_tenths();
     turns = table_memory(MAX_THREADS * sizeof *turns);
-    pthread_t *threads = table_memory(MAX_THREADS * sizeof *threads);
-    uint32_t main_thread = 0; /* the smallest tid (0, in a recorded trace) runs here */
+    threads = table_memory(MAX_THREADS * sizeof *threads);
+    /* the smallest tid (0, in a recorded trace) runs here */
     for (uint32_t t = 1; t < n_threads; t++) if (tids[t] < tids[main_thread]) main_thread = t;
     sem_init(&ready, 0, 0);
     pthread_attr_t attr;
@@ -796,6 +859,7 @@ int main(int argc, char **argv) {
         if (pthread_create(&threads[t], &attr, thread_main, (void *)(uintptr_t)t)) {
             begin_error(0); put("cannot start thread "); put_u(t); die(1);
         }
+        running++;
     }
     for (uint32_t t = 1; t < n_threads; t++) while (sem_wait(&ready) && errno == EINTR) {}
     touch_stack();
@@ -815,8 +879,10 @@ int main(int argc, char **argv) {
 #ifdef OFFSETS
     if (n_events) while (sem_wait(&all_done) && errno == EINTR) {}
     for (uint32_t t = 1; t < n_threads; t++) sem_post(&let_go);
-#endif
     for (uint32_t t = 0; t < n_threads; t++) if (t != main_thread) pthread_join(threads[t], NULL);
+#else
+    end_the_others(); /* (each joined as it ends) */
+#endif
 
     /* VmHWM, not getrusage: ru_maxrss keeps the Python parent's size from before the exec */
     char status[4096];
