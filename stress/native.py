@@ -9,7 +9,15 @@ the build, as it does the recorder's), that allocates nothing but the
 trace's blocks: its tables come from ``mmap`` (populated before the replay,
 so that it touches no new page of its own), it reads and writes with
 ``read(2)`` and ``write(2)``, and its threads are parked before the first
-event.  Python hands it the trace's text on its standard input.
+event.  The allocations it cannot avoid, ``pthread_create``'s calloc of each
+new thread's dtv (through ld.so), are served by its own
+``malloc``/``calloc``/``realloc``/``free`` from a pool of their own until the
+first event; from then on those forward to the next definitions
+(``dlsym(RTLD_NEXT)``): an ``LD_PRELOAD``-ed allocator's, else glibc's.
+Served by glibc, the dtvs sat in its main arena before the trace's first
+block, which moved where that heap grew and shrank, and its footprint at
+the peak by a page to 132 KiB (0.04% to 3% on the shipped threaded
+traces).  Python hands it the trace's text on its standard input.
 
 What it does with the trace, in the order the format's owner,
 :mod:`arenas.trace`, defines:
@@ -23,6 +31,14 @@ What it does with the trace, in the order the format's owner,
   process's main thread, so glibc serves it from its main arena; paced, each
   event waits (on a per-thread semaphore) for the one before it, so the
   allocator sees the interleaving the program had;
+* every thread but the main one ends right after its last event, and has
+  ended (``pthread_join`` returned, after glibc's ``__libc_thread_freeres``)
+  before the next event runs: glibc's end of a thread frees its tcache into
+  its arena and puts the arena on the free list for the next new thread, so
+  when it happens decides the heap, and a thread left to end on its own
+  raced with the events after it.  This is where :mod:`stress.fidelity`
+  ends a traced thread (``Allocator.thread_exit()`` after its last call),
+  the earliest its real one can have ended; the main thread lives to the end;
 * after each allocation it writes every byte of the block, outside the timed
   call, and before freeing or resizing it checks the stamp at both ends: a
   broken allocator is an error (exit code 3), not a figure;
@@ -42,19 +58,20 @@ can preload (jemalloc, tcmalloc, mimalloc).
 a build of it (``-DOFFSETS``) that also records, for every event that
 returns a block, where glibc put it (a :class:`Placement`: which heap, the
 offset from the heap's start, the chunk's size, the program break), read
-from the chunk's header.  Two things differ in that build, so that the brk
-heap's offsets are glibc's answer for the trace alone: its own
-``malloc``/``calloc``/``realloc``/``free`` serve the calls made before the
-first event (``pthread_create``'s calloc of each thread's dtv, through
-ld.so) from a pool of their own and forward to glibc's after, and no thread
-exits before the last event (an exiting thread hands its arena and tcache
-back to glibc at a moment the trace does not say).  tests/fixtures/glibc
-keeps glibc 2.36's answers for a set of small traces.
+from the chunk's header; offsets in the brk heap are from ``sbrk(0)`` before
+the first event, which the pool above keeps clear of the replayer's own
+calls.  One thing differs in that build: no thread exits before the last
+event, as when glibc 2.36's answers in tests/fixtures/glibc (kept for a set
+of small traces) were taken; :func:`stress.fidelity.replay_placements`
+without ``end_threads`` replays the same way.
 
 Locking: in the replayer, the per-thread semaphores pass one turn from event
 to event, so only the thread whose turn it is touches the shared tables and
 counters, and a block's entry is written before the post that lets its
-freeing thread run.  In Python, nothing is shared.
+freeing thread run.  A thread that ends passes the turn to the main thread
+instead, with its index and the next event in two shared variables written
+before that post; the main thread joins it, then posts the next event's
+turn.  In Python, nothing is shared.
 """
 
 from __future__ import annotations
@@ -90,6 +107,7 @@ __all__ = [
 
 REPLAYER_C = r"""
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -223,20 +241,31 @@ static void *table_memory(uint64_t bytes) {
     return p;
 }
 
-#ifdef OFFSETS
-/* ---------------------------------------------------------------- offsets
-   The build behind native_offsets: it also records where glibc put each block.
-   Offsets are taken from the brk heap's start, sbrk(0) before the first event,
-   so nothing but the trace may allocate before it: pthread_create callocs each
-   new thread's dtv from the main arena (through ld.so's malloc pointers, which
-   resolve to this executable's definitions).  Until the replay starts, these
-   four serve such calls from a pool of their own; from then on they forward
-   to glibc.  Not in the plain build, where they would also shadow an
-   LD_PRELOAD-ed allocator. */
-extern void *__libc_malloc(size_t);
-extern void *__libc_calloc(size_t, size_t);
-extern void *__libc_realloc(void *, size_t);
-extern void __libc_free(void *);
+/* ---------------------------------------------------------------- its own calls
+   Nothing but the trace may allocate before the first event: pthread_create
+   callocs each new thread's dtv (through ld.so's malloc pointers, which resolve
+   to this executable's definitions), which glibc would serve from its main
+   arena, the trace's blocks then lying after it: in the offsets build, at other
+   offsets than the trace's alone; in both, a heap grown a page sooner, a
+   footprint that is partly the replayer's.  Until the replay starts, these four
+   serve such calls from a pool of their own; from then on they forward to the
+   next definitions (dlsym's RTLD_NEXT, found before the threads start): an
+   LD_PRELOAD-ed allocator's, else glibc's.  The replay calls those directly
+   (real_malloc, ...), so that what it times is the allocator's code alone. */
+static void *(*real_malloc)(size_t);
+static void *(*real_calloc)(size_t, size_t);
+static void *(*real_realloc)(void *, size_t);
+static void (*real_free)(void *);
+
+static void find_real(void) {
+    *(void **)&real_malloc = dlsym(RTLD_NEXT, "malloc");
+    *(void **)&real_calloc = dlsym(RTLD_NEXT, "calloc");
+    *(void **)&real_realloc = dlsym(RTLD_NEXT, "realloc");
+    *(void **)&real_free = dlsym(RTLD_NEXT, "free");
+    if (!real_malloc || !real_calloc || !real_realloc || !real_free) {
+        begin_error(0); put("cannot find the allocator's malloc functions"); die(1);
+    }
+}
 
 #define OWN_POOL ((size_t)16 << 20) /* a dtv is about 300 bytes; 4096 threads fit */
 static unsigned char *own_pool;
@@ -265,24 +294,37 @@ static void *own_alloc(size_t n) { /* a 16-byte header keeps the size, for reall
     return own_pool + at + 16; /* zeroed, as fresh mmap pages are: calloc needs no memset */
 }
 
-void *malloc(size_t n) { return replaying ? __libc_malloc(n) : own_alloc(n); }
+void *malloc(size_t n) { return replaying ? real_malloc(n) : own_alloc(n); }
 
 void *calloc(size_t n, size_t each) {
-    if (replaying) return __libc_calloc(n, each);
+    if (replaying) return real_calloc(n, each);
     if (each && n > SIZE_MAX / each) { errno = ENOMEM; return NULL; }
     return own_alloc(n * each);
 }
 
-void free(void *p) { if (!is_own(p)) __libc_free(p); }
+void free(void *p) {
+    if (!p || is_own(p)) return;
+    if (!real_free) find_real(); /* (a block from before main(), if any) */
+    real_free(p);
+}
 
 void *realloc(void *p, size_t n) {
-    if (!is_own(p)) return replaying || p ? __libc_realloc(p, n) : own_alloc(n);
+    if (!is_own(p)) {
+        if (!replaying && !p) return own_alloc(n);
+        if (!real_realloc) find_real();
+        return real_realloc(p, n);
+    }
     size_t had = *(size_t *)((unsigned char *)p - 16);
     void *q = malloc(n);
     if (q) memcpy(q, p, had < n ? had : n);
     return q;
 }
 
+#ifdef OFFSETS
+/* ---------------------------------------------------------------- offsets
+   The build behind native_offsets: it also records where glibc put each block.
+   Offsets are taken from the brk heap's start, sbrk(0) before the first event
+   (which is why the calls before it are served from the pool above). */
 /* glibc's HEAP_MAX_SIZE: a non-main arena's heaps are aligned to it */
 #define HEAP_SPAN ((uintptr_t)(sizeof(long) == 8 ? 64 : 1) << 20)
 #define MAX_HEAPS 65536
@@ -696,7 +738,7 @@ static void perform(const struct event *ev) {
         struct block *old = &blocks[ev->frees];
         if (old->p) check(old->p, old->size, stamp_of(ev->frees), ev);
         if (ev->alloc >= 0) { /* a realloc that moves or resizes */
-            TIMED(p = realloc(old->p, ev->size));
+            TIMED(p = real_realloc(old->p, ev->size));
             if (!p && ev->size) out_of_memory(ev);
             uint64_t kept = old->size < ev->size ? old->size : ev->size;
             if (p) check(p, kept, stamp_of(ev->frees), ev);
@@ -704,23 +746,23 @@ static void perform(const struct event *ev) {
             fill(ev->alloc, p, ev->size);
             return;
         }
-        TIMED(free(old->p)); /* a free, or realloc(p, 0) */
+        TIMED(real_free(old->p)); /* a free, or realloc(p, 0) */
         old->p = NULL;
         return;
     }
     if (ev->alloc < 0) return; /* an allocation that failed in the trace */
     if (ev->op == OP_C) {
-        TIMED(p = calloc(ev->extra, ev->extra ? ev->size / ev->extra : 0));
+        TIMED(p = real_calloc(ev->extra, ev->extra ? ev->size / ev->extra : 0));
         if (p && ev->size) check(p, ev->size, 0, ev);
     } else if (ev->op == OP_R) {
-        TIMED(p = realloc(NULL, ev->size));
+        TIMED(p = real_realloc(NULL, ev->size));
     } else if (ev->op == OP_A && ev->extra > 16) {
         uint64_t align = 16;
         while (align < ev->extra) align *= 2; /* as memalign rounds it */
         TIMED(p = memalign(align, ev->size));
         if (p && ((uintptr_t)p & (align - 1))) broken(ev, "memalign's block is not aligned");
     } else {
-        TIMED(p = malloc(ev->size));
+        TIMED(p = real_malloc(ev->size));
     }
     if (!p && ev->size) out_of_memory(ev);
     fill(ev->alloc, p, ev->size);
@@ -838,6 +880,7 @@ static uint64_t parse_option(const char *s) {
 }
 
 int main(int argc, char **argv) {
+    find_real();
     if (argc != 3 && argc != 5) parse_option("");
     label = argv[1];
     use_heap_info = strcmp(argv[2], "heap") == 0;
@@ -870,8 +913,8 @@ int main(int argc, char **argv) {
     sem_init(&let_go, 0, 0);
     setup_offsets(n_events);
     brk_base = (uintptr_t)sbrk(0);
-    replaying = 1; /* the semaphore post below publishes it to the other threads */
 #endif
+    replaying = 1; /* the semaphore post below publishes it to the other threads */
     if (n_events) {
         sem_post(&turns[events[0].thread]);
         run_thread(main_thread);
@@ -962,12 +1005,12 @@ def replayer(offsets: bool = False) -> Path:
     """The compiled replayer (built at the first call, then cached).
 
     With ``offsets``, the build that also records where each block went
-    (:func:`native_offsets`); a build of its own, since its malloc functions
-    would shadow an ``LD_PRELOAD``-ed allocator's.
+    (:func:`native_offsets`) and keeps every thread alive to the end; a build
+    of its own, so that the plain one does neither.
     """
     name, flags = ("native-offsets", ["-DOFFSETS"]) if offsets else ("native-replayer", [])
-    try:
-        return build(REPLAYER_C, name, ["-O2", "-pthread", *flags], [])
+    try:  # (-ldl: dlsym before glibc 2.34)
+        return build(REPLAYER_C, name, ["-O2", "-pthread", *flags], ["-ldl"])
     except CompilerUnavailable as exc:
         raise NativeUnavailable(str(exc)) from None
 
@@ -1139,11 +1182,12 @@ def native_offsets(
     """Replay the trace at ``path`` natively through glibc, recording where
     glibc put every block an event returned (a :class:`Placement` each).
 
-    The replay is :func:`native_replay`'s, paced, by a build of the replayer
-    that keeps its own allocations (a thread's dtv, which ``pthread_create``
-    callocs) out of glibc's heap, so that the brk heap holds the trace's
-    blocks and nothing else: a first block of 24 bytes lands at offset
-    0x2a0, after the thread's 0x290-byte tcache chunk.  ``env`` adds to the
+    The replay is :func:`native_replay`'s, paced, which keeps the replayer's
+    own allocations (a thread's dtv, which ``pthread_create`` callocs) out
+    of glibc's heap, so that the brk heap holds the trace's blocks and
+    nothing else: a first block of 24 bytes lands at offset 0x2a0, after the
+    thread's 0x290-byte tcache chunk.  Its build keeps every thread alive to
+    the end.  ``env`` adds to the
     environment (``GLIBC_TUNABLES=glibc.malloc.arena_max=2``, say); without
     ``inherit_malloc_env`` this process's own malloc settings
     (``GLIBC_TUNABLES``, ``MALLOC_*``) are not passed on, so that only

@@ -236,6 +236,19 @@ def test_preloaded_allocators(tmp_path: Path, allocator: str) -> None:
     assert (threaded.threads, threaded.peak_live) == (3, 7500)
 
 
+def test_the_replayers_own_threads_are_not_in_the_footprint(tmp_path: Path) -> None:
+    # pthread_create callocs each thread's dtv before the first event; served by glibc,
+    # 63 of them took 5 pages of its brk heap.  The offsets build keeps them out (see
+    # test_offsets_replay_the_trace_and_keep_the_replayers_own_calls_out): so does the
+    # plain one.  No thread ends before the peak, the last malloc.
+    lines = [f"{t} m 16 {0x5000000 + 0x100 * t:#x}\n" for t in range(1, 64)]
+    lines += ["0 m 16 0x4000000\n"] + [f"{t} f {0x5000000 + 0x100 * t:#x}\n" for t in range(1, 64)]
+    trace = write(tmp_path, "many.trace", "".join(lines))
+    plain = native_replay(trace, env=NO_PAD)
+    assert (plain.threads, plain.peak_live) == (64, 64 * 16)
+    assert plain.footprint_at_peak == native_offsets(trace, NO_PAD).result.footprint_at_peak
+
+
 def test_offsets_replay_the_trace_and_keep_the_replayers_own_calls_out(tmp_path: Path) -> None:
     trace = write(tmp_path, "three.trace", THREE_THREADS)
     found = native_offsets(trace)
