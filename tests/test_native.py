@@ -15,6 +15,7 @@ import pytest
 from helpers import run_module
 
 from arenas.trace import TraceError, parse
+from stress.fidelity import fidelity
 from stress.native import (
     MMAPPED,
     OFFSETS_HEADER,
@@ -36,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TRACES = sorted((ROOT / "stress" / "traces").glob("*.trace.gz"))
 GIT_LOG = ROOT / "stress" / "traces" / "git-log.trace.gz"  # 2 MB live at the peak
 SORT = ROOT / "stress" / "traces" / "sort-numbers.trace.gz"  # the smallest
+PIGZ = ROOT / "stress" / "traces" / "pigz.trace.gz"  # 6 threads, 1,452 events
 PAGE = os.sysconf("SC_PAGESIZE")
 NO_PAD = {"GLIBC_TUNABLES": "glibc.malloc.top_pad=0:glibc.malloc.trim_threshold=0"}
 
@@ -236,6 +238,32 @@ def test_preloaded_allocators(tmp_path: Path, allocator: str) -> None:
     assert (threaded.threads, threaded.peak_live) == (3, 7500)
 
 
+# Thread 1 ends after event 2, before thread 2 starts: glibc puts its arena on the free
+# list, and thread 2's first call takes it.  Live: 16, 116, 16, 216 (the peak), 200, 0.
+THREAD_ENDS = """\
+0 m 16 0x5000010
+1 m 100 0x5000030
+1 f 0x5000030
+2 m 200 0x50000a0
+0 f 0x5000010
+2 f 0x50000a0
+"""
+
+
+def test_a_thread_ends_before_the_next_event(tmp_path: Path) -> None:
+    trace = write(tmp_path, "ends.trace", THREAD_ENDS)
+    ended = {native_replay(trace).footprint_at_peak for _ in range(5)}
+    # the offsets build keeps thread 1 alive: thread 2 makes a third arena
+    alive = native_offsets(trace)
+    assert [p.heap for p in alive.placements] == [0, 1, 2]
+    assert len(ended) == 1 and ended.pop() < alive.result.footprint_at_peak
+    # (when thread 1 ended on its own, after posting thread 2's turn, about one run in
+    # four read the offsets build's figure)
+    assert native_replay(trace).footprint_at_peak == (
+        fidelity(trace, policy="glibc").peak_footprint
+    )
+
+
 def test_the_replayers_own_threads_are_not_in_the_footprint(tmp_path: Path) -> None:
     # pthread_create callocs each thread's dtv before the first event; served by glibc,
     # 63 of them took 5 pages of its brk heap.  The offsets build keeps them out (see
@@ -247,6 +275,15 @@ def test_the_replayers_own_threads_are_not_in_the_footprint(tmp_path: Path) -> N
     plain = native_replay(trace, env=NO_PAD)
     assert (plain.threads, plain.peak_live) == (64, 64 * 16)
     assert plain.footprint_at_peak == native_offsets(trace, NO_PAD).result.footprint_at_peak
+
+
+def test_pigz_footprint_is_the_glibc_policys() -> None:
+    # 6 threads, which end (in both replays) right after their last events, in the
+    # paced order: the footprint at the live peak repeats, and the glibc policy, which
+    # places every block of this trace where glibc did, holds the same bytes there.
+    footprints = {native_replay(PIGZ).footprint_at_peak for _ in range(3)}
+    assert len(footprints) == 1
+    assert footprints.pop() == fidelity(PIGZ, policy="glibc").peak_footprint
 
 
 def test_offsets_replay_the_trace_and_keep_the_replayers_own_calls_out(tmp_path: Path) -> None:
