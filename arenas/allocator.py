@@ -241,6 +241,8 @@ class Allocator:
     def arena_list(self) -> list[Arena]:
         """The arenas, read under the registry's lock (each is then read under its own)."""
         self._caches.reap()
+        if self._glibc is not None:
+            self._glibc.reap()
         with self._registry.reading():
             self._require_open()
             return list(self._registry.arenas)
@@ -625,6 +627,8 @@ class Allocator:
         """
         registry = self._registry
         self._caches.reap()
+        if self._glibc is not None:
+            self._glibc.reap()  # (before the registry's lock: a thread's end detaches its arena)
         with registry.writing():
             self._require_open()
             arenas = list(registry.arenas)

@@ -693,7 +693,11 @@ class GlibcPolicy:
     def reap(self) -> None:
         """Threads that ended: glibc's thread shutdown for each (:meth:`shutdown`)."""
         while self.exited:
-            self.shutdown(self.exited.pop())
+            try:
+                tc = self.exited.pop()
+            except IndexError:  # (another thread reaped the last one meanwhile)
+                return
+            self.shutdown(tc)
 
     def thread_exit(self) -> None:
         """What the calling thread's end does, now rather than whenever Python gets to it."""
@@ -911,7 +915,8 @@ class GlibcPolicy:
         return addr - CHUNK_HDR_SZ in arena.bins.fast_sizes
 
     def tcaches(self) -> list[Tcache]:
-        self.reap()
+        """The live threads' tcaches (ended threads' are reaped where no lock is held:
+        :meth:`reap`, called by the allocator's reports before they lock anything)."""
         with self.lock:
             return list(self.threads.values())
 
