@@ -343,10 +343,10 @@ class GlibcArena(Arena):
                 heap = self.heap_of(chunk)
                 if heap.head(chunk) & SIZE_BITS != size:
                     raise HeapCorruption(f"malloc_consolidate(): invalid chunk size at {chunk:#x}")
+                self.merge(heap, chunk, size)  # (raises, if it must, before any change)
                 bins.pop_fast(fidx)
                 del self.in_use[chunk + CHUNK_HDR_SZ]
                 self.inuse_bytes -= size
-                self.merge(heap, chunk, size)
 
     def merge(self, heap: Heap[Arena], chunk: int, size: int) -> int:
         """Coalesce a chunk that is no longer in use (its records already dropped) with its
@@ -431,9 +431,9 @@ class GlibcArena(Arena):
         if size <= self.fast_limit:
             self.bins.push_fast(chunk, size)
             return
+        merged = self.merge(heap, chunk, size)  # (raises, if it must, before any change)
         del self.in_use[mem]
         self.inuse_bytes -= size
-        merged = self.merge(heap, chunk, size)
         if merged >= FASTBIN_CONSOLIDATION_THRESHOLD:
             if self.bins.fast_sizes:
                 self.malloc_consolidate()
