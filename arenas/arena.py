@@ -438,11 +438,20 @@ class Arena:
         self._free_chunk(self.heap_of(chunk), chunk, size)
 
     def _free_chunk(self, heap: Heap[Arena], chunk: int, size: int) -> None:
-        """Coalesce ``chunk`` with its free neighbours and bin it (or grow the top).
+        """Coalesce ``chunk`` with its free neighbours and bin it (or grow the top), then
+        trim a top that grew big enough (or a non-main heap that emptied)."""
+        self.merge(heap, chunk, size)
+        into_top = heap is self.heap and self.top <= chunk  # (a binned chunk lies below it)
+        if into_top and (self.top_size() >= self.mp.trim_threshold or self.top == heap.start):
+            self._maybe_trim()  # (which decides whether to trim, and how)
 
-        Every header it is about to trust is checked first; a mismatch raises
-        before anything has changed.
-        """
+    def merge(self, heap: Heap[Arena], chunk: int, size: int) -> int:
+        """Coalesce a chunk that is no longer in use (its records already dropped, or
+        about to be) with its free neighbours, then bin it at the unsorted head or make
+        it the top.  Every header it is about to trust is checked first; a mismatch
+        raises before anything has changed.  Returns the merged size (the top's, if
+        it went there)."""
+        bins = self.bins
         w = heap.words
         base = heap.base
         i = (chunk - base) >> 3
@@ -450,26 +459,20 @@ class Arena:
         if not w[i + 1] & PREV_INUSE:
             prev_size = w[i]
             prev = chunk - prev_size
-            if self.bins.free.get(prev) != prev_size:
+            if bins.free.get(prev) != prev_size:
                 raise HeapCorruption(
                     f"corrupted size vs. prev_size while consolidating {chunk + CHUNK_HDR_SZ:#x}"
                 )
         nxt = chunk + size
         if nxt == self.top and heap is self.heap:  # give it back to the top
             if prev:
-                self.bins.unlink(prev)
+                bins.unlink(prev)
                 chunk = prev
-            self.top = chunk
-            top_size = base + heap.size - chunk
-            w[((chunk - base) >> 3) + 1] = top_size | self.head_flags
-            if top_size >= self.mp.trim_threshold or chunk == heap.start:
-                self._maybe_trim()  # (which decides whether to trim, and how)
-            return
-        bins = self.bins
+            self.set_top(chunk)
+            return self.top_size()
         next_size = bins.free.get(nxt, 0)
         if next_size and w[((nxt - base) >> 3) + 1] & SIZE_BITS != next_size:
             raise HeapCorruption(f"corrupted size of free chunk {nxt:#x} after {chunk:#x}")
-
         if prev:
             bins.unlink(prev)
             size += chunk - prev
@@ -482,6 +485,7 @@ class Arena:
         w[j] = size
         w[j + 1] &= ~PREV_INUSE
         bins.add_unsorted(chunk, size)
+        return size
 
     # ================================================================= trim
     def _maybe_trim(self) -> None:

@@ -348,46 +348,6 @@ class GlibcArena(Arena):
                 del self.in_use[chunk + CHUNK_HDR_SZ]
                 self.inuse_bytes -= size
 
-    def merge(self, heap: Heap[Arena], chunk: int, size: int) -> int:
-        """Coalesce a chunk that is no longer in use (its records already dropped) with its
-        free neighbours, then bin it at the unsorted head or make it the top.  Every
-        neighbour it trusts is checked first.  Returns the merged size."""
-        bins = self.bins
-        w = heap.words
-        base = heap.base
-        i = (chunk - base) >> 3
-        prev = 0
-        if not w[i + 1] & PREV_INUSE:
-            prev_size = w[i]
-            prev = chunk - prev_size
-            if bins.free.get(prev) != prev_size:
-                raise HeapCorruption(
-                    f"corrupted size vs. prev_size while consolidating {chunk + CHUNK_HDR_SZ:#x}"
-                )
-        nxt = chunk + size
-        if nxt == self.top and heap is self.heap:
-            if prev:
-                bins.unlink(prev)
-                chunk = prev
-            self.set_top(chunk)
-            return self.top_size()
-        next_size = bins.free.get(nxt, 0)
-        if next_size and w[((nxt - base) >> 3) + 1] & SIZE_BITS != next_size:
-            raise HeapCorruption(f"corrupted size of free chunk {nxt:#x} after {chunk:#x}")
-        if prev:
-            bins.unlink(prev)
-            size += chunk - prev
-            chunk = prev
-        if next_size:
-            bins.unlink(nxt)
-            size += next_size
-        w[((chunk - base) >> 3) + 1] = size | self.head_flags
-        j = (chunk + size - base) >> 3
-        w[j] = size
-        w[j + 1] &= ~PREV_INUSE
-        bins.add_unsorted(chunk, size)
-        return size
-
     # ============================================================ _int_free
     def checked_block(self, heap: Heap[Arena], mem: int) -> int:
         """The chunk size of the live block at ``mem``, after checking that it is one:
